@@ -1,0 +1,19 @@
+"""Shared helpers for the command-line entry points."""
+
+import sys
+from typing import Callable, Sequence
+
+from caopd_jax.errors import CaopdError
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+  """Runs `main(argv)` and exits; a `CaopdError` prints `error: ...` (no traceback) and exits 2."""
+  try:
+    code = main(argv)
+  except CaopdError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+  sys.exit(code or 0)

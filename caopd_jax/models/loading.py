@@ -1,0 +1,57 @@
+"""`load`: one entry point for every weight source; `save`: Orbax or HF folder."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from caopd_jax.errors import InputNotFoundError
+from caopd_jax.models.config import ModelConfig
+from caopd_jax.weights import gguf_checkpoint, hf_checkpoint, orbax_checkpoint
+
+
+def source_kind(path: str) -> str:
+  """'gguf', 'hf' or 'orbax' for an existing weight source; a clear error otherwise."""
+  if not os.path.exists(path):
+    raise InputNotFoundError(f"model path {path} does not exist")
+  if os.path.isfile(path):
+    if path.endswith(".gguf"):
+      return "gguf"
+    raise InputNotFoundError(f"{path} is a file but not a .gguf; give a GGUF file, a Hugging Face model folder "
+                             "(config.json + *.safetensors) or a caopd-jax Orbax checkpoint folder")
+  if orbax_checkpoint.is_orbax_checkpoint(path):
+    return "orbax"
+  if hf_checkpoint.is_hf_folder(path):
+    return "hf"
+  found = ", ".join(sorted(os.listdir(path))[:10]) or "nothing"
+  raise InputNotFoundError(f"{path}: not a model folder (no config.json, no {orbax_checkpoint.CONFIG_FILE}, "
+                           f"no step folders; found: {found})")
+
+
+def load(path: str, dtype=jnp.float32, step: int | None = None) -> tuple[ModelConfig, dict]:
+  """(config, params) from a HF folder, a `.gguf` file or an Orbax checkpoint of this project.
+
+  params is a nested dict of jax arrays in `dtype`; `step` selects a step of an
+  Orbax run folder (default: the latest).
+  """
+  kind = source_kind(path)
+  if kind == "orbax":
+    return orbax_checkpoint.load_orbax(path, dtype, step)
+  host_dtype = np.dtype(jnp.dtype(dtype))
+  if kind == "gguf":
+    config, params = gguf_checkpoint.load_gguf(path, host_dtype)
+  else:
+    config, params = hf_checkpoint.load_hf(path, host_dtype)
+  return config, jax.tree.map(jnp.asarray, params)
+
+
+def save(path: str, config: ModelConfig, params: dict, format: str = "orbax", tokenizer=None,
+         overwrite: bool = False) -> None:
+  """Writes params as an Orbax checkpoint (`format="orbax"`) or a transformers folder (`"hf"`)."""
+  if format == "orbax":
+    orbax_checkpoint.save_orbax(path, config, params, tokenizer, overwrite=overwrite)
+  elif format == "hf":
+    hf_checkpoint.save_hf(path, config, params, tokenizer, overwrite=overwrite)
+  else:
+    raise ValueError(f"unknown format {format!r}; use 'orbax' or 'hf'")

@@ -1,0 +1,140 @@
+"""The decoder-only transformer (Flax NNX) and its pure functional entry points.
+
+`Transformer` defines the parameters; the functions below are what the rest of
+the project calls. They take `(config, params, ...)` where `params` is a plain
+nested dict of arrays (`nnx.State.to_pure_dict()` layout), so params can be
+saved, sharded, donated and differentiated like any pytree:
+
+    params = init(config, jax.random.key(0))
+    out = logits(config, params, token_ids, attention_mask)    # float32 [B, T, V]
+
+Layers are stacked (every layer weight has a leading `layers` dim) and run
+with `jax.lax.scan`, so compile time does not grow with depth.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from caopd_jax.models import rope as rope_lib
+from caopd_jax.models.config import ModelConfig
+from caopd_jax.models.layers import DecoderLayer, RMSNorm, _param
+
+Params = dict
+
+
+class Transformer(nnx.Module):
+  """Token embedding, L stacked decoder layers, final RMSNorm, (untied) LM head."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    c = config
+    self.config = c
+    self.embed = _param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"), None, "normal", dtype)
+    self.layers = DecoderLayer(c, rngs=rngs, num_layers=c.num_layers, dtype=dtype)
+    self.final_norm = RMSNorm((c.hidden_size,), ("embed",), c.rms_norm_eps, rngs=rngs, dtype=dtype)
+    if not c.tie_embeddings:
+      self.lm_head = _param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), None, "normal", dtype)
+
+  def unembedding(self) -> jnp.ndarray:
+    """The output projection W [D, V] (the transposed embedding when tied)."""
+    return self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
+
+  def __call__(self, token_ids: jnp.ndarray, positions: jnp.ndarray, attention_mask: jnp.ndarray) -> jnp.ndarray:
+    """token_ids, positions int [B, T]; attention_mask bool [B, T] (True = real token) -> final hidden [B, T, D]."""
+    c = self.config
+    x = jnp.take(self.embed[...], token_ids, axis=0)
+    mask_full, mask_sliding = _attention_masks(c, attention_mask)
+    full_cs = rope_lib.cos_sin(c.rope, c.head_dim, positions)
+    sliding_cs = rope_lib.cos_sin(c.sliding_rope, c.head_dim, positions) if c.sliding_rope else full_cs
+
+    layer_def, layer_weights = nnx.split(self.layers)
+
+    def body(h, per_layer):
+      weights, sliding = per_layer
+      layer = nnx.merge(layer_def, weights)
+      cos, sin = jax.tree.map(lambda f, s: jnp.where(sliding, s, f), full_cs, sliding_cs)
+      mask = jnp.where(sliding, mask_sliding, mask_full)
+      return layer(h, cos, sin, mask), None
+
+    x, _ = jax.lax.scan(body, x, (layer_weights, jnp.asarray(np.array(c.is_sliding))))
+    return self.final_norm(x)
+
+
+def _attention_masks(config: ModelConfig, attention_mask: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Causal masks bool [B, T, T] for full and sliding-window layers from the padding mask [B, T]."""
+  t = attention_mask.shape[1]
+  idx = jnp.arange(t)
+  causal = idx[None, :] <= idx[:, None]
+  full = causal[None] & attention_mask[:, None, :].astype(bool)
+  if config.sliding_window is None:
+    return full, full
+  in_window = (idx[:, None] - idx[None, :]) < config.sliding_window
+  return full, full & in_window[None]
+
+
+@functools.lru_cache(maxsize=32)
+def graphdef(config: ModelConfig) -> nnx.GraphDef:
+  """The module structure for `config` (no weights), cached per config."""
+  abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+  return nnx.split(abstract)[0]
+
+
+def init(config: ModelConfig, rng: jax.Array, dtype=jnp.float32) -> Params:
+  """Random parameters (normal std 0.02, norms 1, biases 0) as a nested dict."""
+  model = Transformer(config, rngs=nnx.Rngs(params=rng), dtype=dtype)
+  return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+def param_shapes(config: ModelConfig, dtype=jnp.float32) -> Params:
+  """`jax.ShapeDtypeStruct` of every parameter, without allocating any."""
+  return jax.eval_shape(lambda: init(config, jax.random.key(0), dtype))
+
+
+def logical_axes(config: ModelConfig) -> Params:
+  """Tree of the same structure as params holding each parameter's logical axis names."""
+  abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+  state = nnx.state(abstract, nnx.Param)
+  return jax.tree.map(lambda p: p.get_metadata()["axes"], state,
+                      is_leaf=lambda x: isinstance(x, nnx.Variable)).to_pure_dict()
+
+
+def default_positions(attention_mask: jnp.ndarray) -> jnp.ndarray:
+  """Positions [B, T] that count real tokens only: left padding does not shift them."""
+  return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def _prepare(token_ids, attention_mask, positions):
+  if attention_mask is None:
+    attention_mask = jnp.ones(token_ids.shape, bool)
+  attention_mask = attention_mask.astype(bool)
+  if positions is None:
+    positions = default_positions(attention_mask)
+  return attention_mask, positions
+
+
+def hidden_states(config: ModelConfig, params: Params, token_ids: jnp.ndarray,
+                  attention_mask: jnp.ndarray | None = None, positions: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Final (normed) hidden states [B, T, D] in the params' dtype; arguments as in `logits`."""
+  attention_mask, positions = _prepare(token_ids, attention_mask, positions)
+  model = nnx.merge(graphdef(config), params)
+  return model(token_ids, positions, attention_mask)
+
+
+def unembedding(config: ModelConfig, params: Params) -> jnp.ndarray:
+  """The output projection W [D, V]."""
+  return params["embed"].T if config.tie_embeddings else params["lm_head"]
+
+
+def logits(config: ModelConfig, params: Params, token_ids: jnp.ndarray,
+           attention_mask: jnp.ndarray | None = None, positions: jnp.ndarray | None = None) -> jnp.ndarray:
+  """float32 logits [B, T, V].
+
+  token_ids: int [B, T]. attention_mask: [B, T], 1/True for real tokens, 0 for
+  padding (either side); default all ones. positions: int [B, T] rotary
+  positions; default counts real tokens from 0 (see `default_positions`).
+  """
+  h = hidden_states(config, params, token_ids, attention_mask, positions)
+  return jnp.einsum("btd,dv->btv", h, unembedding(config, params), preferred_element_type=jnp.float32)

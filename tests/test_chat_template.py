@@ -3,10 +3,8 @@
 import datetime
 
 import pytest
-from test_tokenizers import transformers_gguf_tokenizer
 
 from caopd_jax.errors import CaopdError
-from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.tokenizers.chat_template import render_chat_template
 
 CONVERSATIONS = [
@@ -38,14 +36,6 @@ RICH_TEMPLATE = """{{ bos_token }}{% set ns = namespace(n=0) %}
 {%- endif %}"""
 
 
-@pytest.fixture(scope="module")
-def hf_smollm2(smollm2_gguf):
-  return transformers_gguf_tokenizer(smollm2_gguf)
-
-
-@pytest.fixture(scope="module")
-def ours_smollm2(smollm2_gguf):
-  return load_tokenizer(smollm2_gguf)
 
 
 @pytest.mark.parametrize("add_generation_prompt", [True, False])

@@ -10,6 +10,7 @@ import pytest
 import torch
 import transformers
 
+import hf_reference
 from caopd_jax import generate, models
 from caopd_jax.tokenizers import load_tokenizer
 
@@ -86,3 +87,16 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
 
   result = _run("caopd_jax.generate", "--model", "m", "--prompt", "hi", "--max_new_tokens", "0", check=False)
   assert result.returncode == 2 and "--max_new_tokens must be at least 1" in result.stderr
+
+
+def test_convert_to_gguf_without_tokenizer_warns(tmp_path):
+  model = hf_reference.build("qwen2")
+  model.save_pretrained(tmp_path / "hf")
+  result = _run("caopd_jax.convert", str(tmp_path / "hf"), str(tmp_path / "m.gguf"), "--to", "gguf", "--gguf_type",
+                "f16")
+  assert "has no tokenizer; writing weights only" in result.stderr
+  config, params = models.load(str(tmp_path / "hf"))
+  config2, params2 = models.load(str(tmp_path / "m.gguf"))
+  assert config2.num_layers == config.num_layers and config2.qkv_bias
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-3)  # float16 rounding of 0.1-scale weights

@@ -10,8 +10,10 @@ import pytest
 import torch
 import transformers
 
+import hf_reference
 from caopd_jax import models
 from caopd_jax.errors import CheckpointFormatError, InputNotFoundError, UnsupportedModelError
+from caopd_jax.tokenizers import load_tokenizer
 
 # Same dequantized weights on both sides; float32 differences come from summation order only.
 # Measured: max |diff| / max |logit| = 3e-6 on these prompts.
@@ -134,3 +136,56 @@ def test_unsupported_gguf_architecture(tmp_path):
   _tiny_gguf(tmp_path / "phi.gguf", arch="phi3")
   with pytest.raises(UnsupportedModelError, match="'phi3' is not supported; supported: llama, qwen2, qwen3"):
     models.load(str(tmp_path / "phi.gguf"))
+
+
+# ---- export ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gguf_export_round_trip(ours, smollm2_gguf, tmp_path):
+  """SmolLM2 -> our Q8_0 GGUF: transformers' GGUF loader and ours agree, the tokenizer survives."""
+  config, params = ours
+  tokenizer = load_tokenizer(smollm2_gguf)
+  models.save(str(tmp_path / "out.gguf"), config, params, format="gguf", tokenizer=tokenizer, gguf_type="q8_0")
+  config2, params2 = models.load(str(tmp_path / "out.gguf"))
+  assert config2 == config
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.abs(a - b).max() <= np.abs(a).max() / 127  # Q8_0: 8-bit codes per 32-value block
+
+  tokenizer2 = load_tokenizer(str(tmp_path / "out.gguf"))
+  text = tokenizer.apply_chat_template([{"role": "user", "content": "Indent:  12 and\t\t7, café ²"}])
+  assert tokenizer2.chat_template == tokenizer.chat_template
+  assert tokenizer2.encode(text) == tokenizer.encode(text)
+
+  model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="out.gguf", dtype=torch.float32)
+  ids = np.array([tokenizer.encode(text)])
+  with torch.no_grad():
+    ref = model.eval()(torch.tensor(ids)).logits.numpy()
+  got = np.asarray(models.logits(config2, params2, ids))
+  assert np.abs(got - ref).max() / np.abs(ref).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_gguf_export_of_other_families_loads_in_transformers(family, tmp_path):
+  # transformers' qwen3 GGUF mapping ignores attention.key_length and assumes head_dim 128 (true of every
+  # published Qwen3), so the tiny qwen3 gets head_dim 128 here; our reader uses key_length.
+  model = hf_reference.build(family, **({"head_dim": 128} if family == "qwen3" else {}))
+  model.save_pretrained(tmp_path / "hf")
+  config, params = models.load(str(tmp_path / "hf"))
+  models.save(str(tmp_path / "m.gguf"), config, params, format="gguf")
+  again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
+  ids, mask = hf_reference.padded_batch(config.vocab_size)
+  ref = hf_reference.reference_logits(model, ids, mask)
+  np.testing.assert_allclose(hf_reference.reference_logits(again.eval(), ids, mask)[mask], ref[mask], atol=1e-5)
+  config2, params2 = models.load(str(tmp_path / "m.gguf"))
+  np.testing.assert_allclose(np.asarray(models.logits(config2, params2, ids, mask))[mask], ref[mask], atol=1e-4)
+
+
+def test_gguf_export_refuses_olmo3(tmp_path):
+  model = hf_reference.build("olmo3")
+  model.save_pretrained(tmp_path / "hf")
+  config, params = models.load(str(tmp_path / "hf"))
+  with pytest.raises(UnsupportedModelError, match="GGUF export supports llama, qwen2, qwen3, not olmo3"):
+    models.save(str(tmp_path / "m.gguf"), config, params, format="gguf")
+  assert not (tmp_path / "m.gguf").exists()

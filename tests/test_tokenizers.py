@@ -26,6 +26,8 @@ import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import transformers_gguf_tokenizer
+
 from caopd_jax.errors import CaopdError, CheckpointFormatError, InputNotFoundError, UnsupportedModelError
 from caopd_jax.tokenizers import Tokenizer, load_tokenizer
 
@@ -84,21 +86,8 @@ SMOLLM2_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
     {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
 
 
-@functools.cache
-def transformers_gguf_tokenizer(path: str):
-  """transformers' tokenizer for a GGUF file; loaded once per session (a few seconds for SmolLM2)."""
-  folder, name = os.path.split(path)
-  return transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
 
-@pytest.fixture(scope="module")
-def hf_smollm2(smollm2_gguf):
-  return transformers_gguf_tokenizer(smollm2_gguf)
-
-
-@pytest.fixture(scope="module")
-def ours_smollm2(smollm2_gguf):
-  return load_tokenizer(smollm2_gguf)
 
 
 @pytest.fixture(scope="module")

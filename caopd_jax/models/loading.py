@@ -8,7 +8,7 @@ import numpy as np
 
 from caopd_jax.errors import InputNotFoundError
 from caopd_jax.models.config import ModelConfig
-from caopd_jax.weights import gguf_checkpoint, hf_checkpoint, orbax_checkpoint
+from caopd_jax.weights import gguf_checkpoint, gguf_export, hf_checkpoint, orbax_checkpoint
 
 
 def source_kind(path: str) -> str:
@@ -47,11 +47,14 @@ def load(path: str, dtype=jnp.float32, step: int | None = None) -> tuple[ModelCo
 
 
 def save(path: str, config: ModelConfig, params: dict, format: str = "orbax", tokenizer=None,
-         overwrite: bool = False) -> None:
-  """Writes params as an Orbax checkpoint (`format="orbax"`) or a transformers folder (`"hf"`)."""
+         overwrite: bool = False, gguf_type: str = "f32") -> None:
+  """Writes params as an Orbax checkpoint folder (`format="orbax"`), a transformers folder (`"hf"`)
+  or one GGUF file (`"gguf"`, weights as `gguf_type`: f32, f16 or q8_0). Atomic in every format."""
   if format == "orbax":
     orbax_checkpoint.save_orbax(path, config, params, tokenizer, overwrite=overwrite)
   elif format == "hf":
     hf_checkpoint.save_hf(path, config, params, tokenizer, overwrite=overwrite)
+  elif format == "gguf":
+    gguf_export.save_gguf(path, config, params, tokenizer, weight_type=gguf_type, overwrite=overwrite)
   else:
-    raise ValueError(f"unknown format {format!r}; use 'orbax' or 'hf'")
+    raise ValueError(f"unknown format {format!r}; use 'orbax', 'hf' or 'gguf'")

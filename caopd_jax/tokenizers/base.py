@@ -14,6 +14,7 @@ backends turn text into ids and back:
 loads into a tokenizer giving the same ids and chat-template text.
 """
 
+import abc
 import json
 import os
 import re
@@ -31,7 +32,7 @@ END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>",
 CONFIG_FILE = "tokenizer_config.json"
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
   """Text <-> token ids for one model, with its special tokens and chat template.
 
   Attributes:
@@ -46,29 +47,30 @@ class Tokenizer:
     self.chat_template = chat_template
     self.source = source
 
-  # --- implemented by the backends
+  # --- implemented by the backends (bodies are their docstrings)
+  @abc.abstractmethod
   def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
     """Token ids of `text`; special token strings in the text become their ids.
 
     `add_special_tokens` adds BOS/EOS where this model's tokenizer adds them.
     """
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def decode(self, ids, skip_special_tokens: bool = False) -> str:
-    raise NotImplementedError
+    """The text of `ids`; `skip_special_tokens` leaves out control tokens."""
 
+  @abc.abstractmethod
   def token_to_id(self, token: str) -> int | None:
     """The id of a token string as spelled in the vocabulary, or None if it has none."""
-    raise NotImplementedError
 
   @property
+  @abc.abstractmethod
   def vocab_size(self) -> int:
     """Number of ids, added tokens included."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def _save_vocab(self, directory: str) -> dict:
     """Writes the vocabulary files; returns entries for tokenizer_config.json."""
-    raise NotImplementedError
 
   # --- shared
   def _id(self, token):

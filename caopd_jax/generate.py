@@ -1,11 +1,10 @@
-"""Greedy text generation from any supported checkpoint, streamed to the terminal.
+"""Text generation from any supported checkpoint with the batched KV-cache sampler.
 
-    python -m caopd_jax.generate --model PATH [--chat] --prompt TEXT [--max_new_tokens N]
+    python -m caopd_jax.generate --model PATH [--chat] --prompt TEXT [--prompt TEXT ...]
+        [--num_samples K] [--temperature T] [--top_p P] [--top_k K] [--max_new_tokens N] [--seed S]
 
-This first version recomputes the whole sequence for each new token (one jitted
-forward over a fixed-size buffer, so it compiles once); the batched KV-cache
-sampler with temperature, top-p/top-k and K samples per prompt replaces the
-decoding loop in the rollout issue.
+Every prompt gets K samples in one batch; temperature 0 (the default) is greedy.
+A progress bar runs on stderr while decoding; the completions go to stdout.
 """
 
 import argparse
@@ -14,62 +13,37 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from caopd_jax import models
+from caopd_jax import models, rollout
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError
-from caopd_jax.models.config import ModelConfig
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.weights import orbax_checkpoint
-
-
-def _next_token_fn(config: ModelConfig):
-  @jax.jit
-  def next_token(params, buffer, length):
-    """buffer int [1, N] holding `length` real tokens -> argmax token after them."""
-    mask = jnp.arange(buffer.shape[1])[None, :] < length
-    hidden = models.hidden_states(config, params, buffer, mask)
-    last = jax.lax.dynamic_index_in_dim(hidden[0], length - 1, keepdims=False)
-    return jnp.argmax(last @ models.unembedding(config, params))
-  return next_token
-
-
-def greedy(config: ModelConfig, params: dict, prompt_ids: list[int], max_new_tokens: int,
-           stop_ids: tuple[int, ...], on_token=None) -> list[int]:
-  """Greedy continuation of `prompt_ids` (up to `max_new_tokens`, stopping after a stop id)."""
-  if not prompt_ids:
-    raise CaopdError("the prompt is empty after tokenization")
-  total = len(prompt_ids) + max_new_tokens
-  if total > config.max_position_embeddings:
-    raise CaopdError(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
-                     f"context of {config.max_position_embeddings} tokens")
-  buffer = np.zeros((1, total), np.int32)
-  buffer[0, :len(prompt_ids)] = prompt_ids
-  next_token = _next_token_fn(config)
-  out = []
-  for length in range(len(prompt_ids), total):
-    token = int(next_token(params, buffer, length))
-    buffer[0, length] = token
-    out.append(token)
-    if on_token is not None:
-      on_token(token)
-    if token in stop_ids:
-      break
-  return out
 
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m caopd_jax.generate", description=__doc__.split("\n\n")[0])
   parser.add_argument("--model", required=True, help="HF folder, .gguf file, or caopd-jax Orbax checkpoint")
-  parser.add_argument("--prompt", required=True, help="the prompt text (the user message with --chat)")
-  parser.add_argument("--chat", action="store_true", help="wrap the prompt with the model's chat template")
+  parser.add_argument("--prompt", required=True, action="append",
+                      help="prompt text (the user message with --chat); repeat for a batch of prompts")
+  parser.add_argument("--chat", action="store_true", help="wrap each prompt with the model's chat template")
   parser.add_argument("--system", default=None, help="system message (with --chat)")
+  parser.add_argument("--num_samples", type=int, default=1, help="completions per prompt (K)")
+  parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  parser.add_argument("--top_p", type=float, default=1.0)
+  parser.add_argument("--top_k", type=int, default=0, help="0 = no top-k filter")
   parser.add_argument("--max_new_tokens", type=int, default=64)
+  parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   args = parser.parse_args(argv)
-  if args.max_new_tokens < 1:
-    parser.error("--max_new_tokens must be at least 1")
+  for ok, message in ((args.max_new_tokens >= 1, "--max_new_tokens must be at least 1"),
+                      (args.num_samples >= 1, "--num_samples must be at least 1"),
+                      (args.temperature >= 0, "--temperature must be >= 0"),
+                      (0 < args.top_p <= 1, "--top_p must be in (0, 1]"), (args.top_k >= 0, "--top_k must be >= 0")):
+    if not ok:
+      parser.error(message)
+  if args.num_samples > 1 and args.temperature == 0:
+    print("warning: greedy decoding (--temperature 0) gives K identical samples", file=sys.stderr)
   return args
 
 
@@ -81,30 +55,30 @@ def main(argv=None) -> int:
   if models.source_kind(args.model) == "orbax":
     tok_source = orbax_checkpoint.resolve(args.model)
   tokenizer = load_tokenizer(tok_source)
-  text = args.prompt
+  texts = args.prompt
   if args.chat:
-    messages = ([{"role": "system", "content": args.system}] if args.system else [])
-    text = tokenizer.apply_chat_template(messages + [{"role": "user", "content": args.prompt}],
-                                         add_generation_prompt=True)
-  prompt_ids = tokenizer.encode(text)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    texts = [tokenizer.apply_chat_template(system + [{"role": "user", "content": p}]) for p in args.prompt]
+  prompts = [tokenizer.encode(t) for t in texts]
+  for i, p in enumerate(prompts):
+    if not p:
+      raise CaopdError(f"prompt {i + 1} is empty after tokenization")
   print(f"[{config.family}, {config.num_params() / 1e6:.0f}M params, loaded in {time.time() - start:.1f}s; "
-        f"prompt {len(prompt_ids)} tokens]", file=sys.stderr)
-  sys.stdout.write(text)
-  stop_ids = tuple(tokenizer.stop_ids) + tuple(config.eos_token_ids)
+        f"{len(prompts)} prompt(s) x {args.num_samples} sample(s)]", file=sys.stderr)
   start = time.time()
-  out, shown = [], [""]
-
-  def stream(token):
-    """Prints the newly completed text (decoding the whole tail keeps multi-byte characters intact)."""
-    out.append(token)
-    text_so_far = tokenizer.decode(out)
-    sys.stdout.write(text_so_far[len(shown[0]):])
-    sys.stdout.flush()
-    shown[0] = text_so_far
-
-  greedy(config, params, prompt_ids, args.max_new_tokens, stop_ids, on_token=stream)
-  print()
-  print(f"[{len(out)} tokens in {time.time() - start:.1f}s]", file=sys.stderr)
+  out = rollout.sample(config, params, prompts, jax.random.key(args.seed), num_samples=args.num_samples,
+                       max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                       top_k=args.top_k, stop_token_ids=tuple(tokenizer.stop_ids) + config.eos_token_ids,
+                       progress=True)
+  seconds = time.time() - start
+  for i, text in enumerate(texts):
+    print(f"=== prompt {i + 1}/{len(texts)} ===\n{text}")
+    for k in range(args.num_samples):
+      n = int(out.lengths[i, k])
+      how = "stopped" if out.stopped[i, k] else "truncated"
+      print(f"--- sample {k + 1}/{args.num_samples} ({n} tokens, {how}) ---")
+      print(tokenizer.decode(out.tokens[i, k, :n].tolist()))
+  print(f"[{int(out.lengths.sum())} tokens in {seconds:.1f}s, compile included]", file=sys.stderr)
   return 0
 
 

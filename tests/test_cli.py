@@ -11,7 +11,7 @@ import torch
 import transformers
 
 import hf_reference
-from caopd_jax import generate, models
+from caopd_jax import models
 from caopd_jax.tokenizers import load_tokenizer
 
 
@@ -53,24 +53,11 @@ def test_convert_gguf_to_orbax_to_hf(smollm2_gguf, tmp_path):
 
 
 @pytest.mark.slow
-def test_greedy_generation_matches_transformers(smollm2_gguf):
-  config, params = models.load(smollm2_gguf)
-  tokenizer = load_tokenizer(smollm2_gguf)
-  folder, name = os.path.split(smollm2_gguf)
-  model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
-  prompt = tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": "Name three primes."}]))
-  ours = generate.greedy(config, params, prompt, max_new_tokens=24, stop_ids=tokenizer.stop_ids)
-  with torch.no_grad():
-    ref = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                         max_new_tokens=24, do_sample=False, eos_token_id=list(tokenizer.stop_ids))
-  assert ours == ref[0, len(prompt):].tolist()
-
-
-@pytest.mark.slow
-def test_generate_cli_streams_text(smollm2_gguf):
-  out = _run("caopd_jax.generate", "--model", smollm2_gguf, "--chat", "--prompt", "Say hi.", "--max_new_tokens",
-             "6")
-  assert out.stdout.startswith("<|im_start|>system")
+def test_generate_cli_batches_prompts_and_samples(smollm2_gguf):
+  out = _run("caopd_jax.generate", "--model", smollm2_gguf, "--chat", "--prompt", "Say hi.", "--prompt",
+             "Count to three.", "--num_samples", "2", "--temperature", "0.8", "--max_new_tokens", "6")
+  assert out.stdout.startswith("=== prompt 1/2 ===\n<|im_start|>system")
+  assert out.stdout.count("--- sample ") == 4 and "=== prompt 2/2 ===" in out.stdout
   assert "<|im_start|>assistant\n" in out.stdout
   assert "tokens in" in out.stderr
 
@@ -87,6 +74,8 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
 
   result = _run("caopd_jax.generate", "--model", "m", "--prompt", "hi", "--max_new_tokens", "0", check=False)
   assert result.returncode == 2 and "--max_new_tokens must be at least 1" in result.stderr
+  result = _run("caopd_jax.generate", "--model", "m", "--prompt", "hi", "--top_p", "1.5", check=False)
+  assert result.returncode == 2 and "--top_p must be in (0, 1]" in result.stderr
 
 
 def test_convert_to_gguf_without_tokenizer_warns(tmp_path):

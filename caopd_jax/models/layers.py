@@ -16,12 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from caopd_jax.models import rope as rope_lib
+from caopd_jax.models.attention import attend
 from caopd_jax.models.config import ModelConfig
-
-# A large finite negative for masked attention logits: -inf would turn fully
-# masked rows (left padding) into NaN, which then leaks through the gradient.
-MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
-
 
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], num_layers: int | None,
            init: str, dtype) -> nnx.Param:
@@ -82,8 +78,14 @@ class Attention(nnx.Module):
       self.k_norm = RMSNorm((k, dh), ("kv_heads", "head_dim"), c.rms_norm_eps, rngs=rngs,
                             num_layers=num_layers, dtype=dtype)
 
-  def __call__(self, x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-    """x [B, T, D]; cos/sin [B, T, Dh]; mask bool [B, T, S] (True = may attend) -> [B, T, D]."""
+  def __call__(self, x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray, mask: jnp.ndarray,
+               cache: tuple | None = None) -> tuple[jnp.ndarray, tuple | None]:
+    """Attention of T new tokens; x [B, T, D], cos/sin [B, T, Dh] -> (out [B, T, D], updated cache or None).
+
+    Without a cache, mask is bool [B, T, T] among the new tokens. With cache = (k, v, index) (buffers
+    [B, K, S, Dh], int32 slot of the first new token), the new keys/values are written into slots
+    index .. index + T - 1 first and the queries attend over all S slots with mask bool [B, T, S].
+    """
     c = self.config
     q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...])
     k = jnp.einsum("btd,dhk->bthk", x, self.k_proj[...])
@@ -93,23 +95,15 @@ class Attention(nnx.Module):
     if c.qk_norm != "none":
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = rope_lib.apply(q, cos, sin), rope_lib.apply(k, cos, sin)
+    k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, K, T, Dh]
+    if cache is not None:
+      cache_k, cache_v, index = cache
+      at = (0, 0, index, 0)
+      k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), at)
+      v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), at)
+      cache = (k, v)
     out = attend(q, k, v, mask)
-    return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...])
-
-
-def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-  """Softmax attention with grouped heads: q [B,T,H,Dh], k/v [B,S,K,Dh], mask [B,T,S] -> [B,T,H,Dh].
-
-  Scores and softmax are float32; the weighted sum runs in v's dtype.
-  """
-  b, t, h, dh = q.shape
-  kv_heads = k.shape[2]
-  q = q.reshape(b, t, kv_heads, h // kv_heads, dh)
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (dh ** -0.5)
-  scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
-  weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", weights, v)
-  return out.reshape(b, t, h, dh)
+    return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...]), cache
 
 
 class MLP(nnx.Module):
@@ -139,10 +133,13 @@ class DecoderLayer(nnx.Module):
     self.mlp_norm = RMSNorm((d,), ("embed",), eps, rngs=rngs, num_layers=num_layers, dtype=dtype)
     self.mlp = MLP(config, rngs=rngs, num_layers=num_layers, dtype=dtype)
 
-  def __call__(self, x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-    """x [B, T, D] -> [B, T, D]."""
+  def __call__(self, x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray, mask: jnp.ndarray,
+               cache: tuple | None = None) -> tuple[jnp.ndarray, tuple | None]:
+    """x [B, T, D] -> (x [B, T, D], updated cache); arguments as in `Attention.__call__`."""
     if self.post_norm:
-      x = x + self.attn_norm(self.attn(x, cos, sin, mask))
-      return x + self.mlp_norm(self.mlp(x))
-    x = x + self.attn(self.attn_norm(x), cos, sin, mask)
-    return x + self.mlp(self.mlp_norm(x))
+      attn, cache = self.attn(x, cos, sin, mask, cache)
+      x = x + self.attn_norm(attn)
+      return x + self.mlp_norm(self.mlp(x)), cache
+    attn, cache = self.attn(self.attn_norm(x), cos, sin, mask, cache)
+    x = x + attn
+    return x + self.mlp(self.mlp_norm(x)), cache

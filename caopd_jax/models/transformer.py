@@ -8,8 +8,9 @@ saved, sharded, donated and differentiated like any pytree:
     params = init(config, jax.random.key(0))
     out = logits(config, params, token_ids, attention_mask)    # float32 [B, T, V]
 
-Layers are stacked (every layer weight has a leading `layers` dim) and run
-with `jax.lax.scan`, so compile time does not grow with depth.
+Layers are stacked (every layer weight has a leading `layers` dim) and the
+training forward runs them with `jax.lax.scan`, so compile time does not grow
+with depth; the sampler's cached forward (`forward_with_cache`) unrolls them.
 """
 
 import functools
@@ -21,6 +22,8 @@ from flax import nnx
 
 from caopd_jax.models import rope as rope_lib
 from caopd_jax.models.config import ModelConfig
+from caopd_jax.models import kv_cache
+from caopd_jax.models.kv_cache import KVCache
 from caopd_jax.models.layers import DecoderLayer, RMSNorm, _param
 
 Params = dict
@@ -38,41 +41,54 @@ class Transformer(nnx.Module):
     if not c.tie_embeddings:
       self.lm_head = _param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), None, "normal", dtype)
 
-  def unembedding(self) -> jnp.ndarray:
-    """The output projection W [D, V] (the transposed embedding when tied)."""
-    return self.embed[...].T if self.config.tie_embeddings else self.lm_head[...]
+  def __call__(self, token_ids: jnp.ndarray, positions: jnp.ndarray, attention_mask: jnp.ndarray,
+               cache: KVCache | None = None, layers: list | None = None):
+    """Final hidden states [B, T, D] of T new tokens; with a cache, (hidden, updated cache).
 
-  def __call__(self, token_ids: jnp.ndarray, positions: jnp.ndarray, attention_mask: jnp.ndarray) -> jnp.ndarray:
-    """token_ids, positions int [B, T]; attention_mask bool [B, T] (True = real token) -> final hidden [B, T, D]."""
+    token_ids, positions int [B, T]; attention_mask bool [B, T] (True = real token).
+    Without `cache` (training) the layers run as one `lax.scan` over the stacked weights. With
+    `cache` (prefill and decoding) the tokens go into slots cache.index .. cache.index + T - 1 and
+    attend to everything cached; the layers then run unrolled over `layers`
+    (`unstack_layers(params)`), so each layer writes and reads its own cache buffer in place.
+    """
     c = self.config
     x = jnp.take(self.embed[...], token_ids, axis=0)
-    mask_full, mask_sliding = _attention_masks(c, attention_mask)
     full_cs = rope_lib.cos_sin(c.rope, c.head_dim, positions)
     sliding_cs = rope_lib.cos_sin(c.sliding_rope, c.head_dim, positions) if c.sliding_rope else full_cs
-
     layer_def, layer_weights = nnx.split(self.layers)
+
+    if cache is not None:
+      cache = kv_cache.mark(cache, attention_mask)
+      masks = kv_cache.attention_masks(c, cache, token_ids.shape[1])
+      new_k, new_v = [], []
+      for i, weights in enumerate(layers):
+        kind = "sliding" if c.is_sliding[i] else "full"
+        cos, sin = sliding_cs if kind == "sliding" else full_cs
+        x, (k, v) = nnx.merge(layer_def, weights)(x, cos, sin, masks[kind], (cache.k[i], cache.v[i], cache.index))
+        new_k.append(k)
+        new_v.append(v)
+      return self.final_norm(x), KVCache(tuple(new_k), tuple(new_v), cache.valid, cache.index + token_ids.shape[1])
+
+    masks = _attention_masks(c, attention_mask)
 
     def body(h, per_layer):
       weights, sliding = per_layer
-      layer = nnx.merge(layer_def, weights)
       cos, sin = jax.tree.map(lambda f, s: jnp.where(sliding, s, f), full_cs, sliding_cs)
-      mask = jnp.where(sliding, mask_sliding, mask_full)
-      return layer(h, cos, sin, mask), None
+      mask = jnp.where(sliding, masks["sliding"], masks["full"])
+      return nnx.merge(layer_def, weights)(h, cos, sin, mask)[0], None
 
     x, _ = jax.lax.scan(body, x, (layer_weights, jnp.asarray(np.array(c.is_sliding))))
     return self.final_norm(x)
 
 
-def _attention_masks(config: ModelConfig, attention_mask: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Causal masks bool [B, T, T] for full and sliding-window layers from the padding mask [B, T]."""
+def _attention_masks(config: ModelConfig, attention_mask: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """{"full": mask, "sliding": mask}, bool [B, T, T]: causal, padding and (sliding layers) window."""
   t = attention_mask.shape[1]
   idx = jnp.arange(t)
-  causal = idx[None, :] <= idx[:, None]
-  full = causal[None] & attention_mask[:, None, :].astype(bool)
+  full = (idx[None, :] <= idx[:, None])[None] & attention_mask[:, None, :].astype(bool)
   if config.sliding_window is None:
-    return full, full
-  in_window = (idx[:, None] - idx[None, :]) < config.sliding_window
-  return full, full & in_window[None]
+    return {"full": full, "sliding": full}
+  return {"full": full, "sliding": full & ((idx[:, None] - idx[None, :]) < config.sliding_window)[None]}
 
 
 @functools.lru_cache(maxsize=32)
@@ -119,8 +135,27 @@ def hidden_states(config: ModelConfig, params: Params, token_ids: jnp.ndarray,
                   attention_mask: jnp.ndarray | None = None, positions: jnp.ndarray | None = None) -> jnp.ndarray:
   """Final (normed) hidden states [B, T, D] in the params' dtype; arguments as in `logits`."""
   attention_mask, positions = _prepare(token_ids, attention_mask, positions)
-  model = nnx.merge(graphdef(config), params)
-  return model(token_ids, positions, attention_mask)
+  return nnx.merge(graphdef(config), params)(token_ids, positions, attention_mask)
+
+
+def forward_with_cache(config: ModelConfig, params: Params, token_ids: jnp.ndarray, attention_mask: jnp.ndarray,
+                       positions: jnp.ndarray, cache: KVCache, layers: list[Params]) -> tuple[jnp.ndarray, KVCache]:
+  """(final hidden [B, T, D], the cache with the T tokens added): the sampler's prefill and decode step.
+
+  layers: `unstack_layers(params)`, computed once outside a decode loop. The layer code is the
+  training forward's (`hidden_states`); only the driver differs (unrolled, cache updated in place).
+  """
+  return nnx.merge(graphdef(config), params)(token_ids, positions, attention_mask.astype(bool), cache, layers)
+
+
+def unstack_layers(params: Params) -> list[Params]:
+  """Per-layer weight trees [params["layers"] at layer i for each i]: the decode path's input.
+
+  Computed once outside a decode loop, it costs one copy of the layer weights per call.
+  """
+  stacked = params["layers"]
+  count = jax.tree.leaves(stacked)[0].shape[0]
+  return [jax.tree.map(lambda w, i=i: w[i], stacked) for i in range(count)]
 
 
 def unembedding(config: ModelConfig, params: Params) -> jnp.ndarray:

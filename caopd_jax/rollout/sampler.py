@@ -1,0 +1,210 @@
+"""Batched on-policy rollouts: K samples per prompt from one jitted prefill and a jitted decode loop.
+
+    out = sample(config, params, [[1, 2, 3], [4, 5]], jax.random.key(0), num_samples=8, max_new_tokens=256)
+    out.tokens          # int32 [prompts, K, max_new_tokens]
+
+The model code is the training code (`models.forward`), with a static-shape KV
+cache. Prompts are left-padded to a bucketed length (a power of two, at least
+16) and the prompt count to a power of two, so a run compiles a handful of
+shapes. Each prompt is prefilled once and its cache repeated K times. The decode
+loop is a `lax.while_loop` that stops early when every row is done, run in
+chunks of `chunk` steps so a progress bar can advance between chunks; the cache
+is donated from chunk to chunk. Row (i, k) draws from its own PRNG stream
+fold_in(fold_in(rng, i), k), so other prompts in the batch never change its samples.
+"""
+
+import functools
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from caopd_jax import models
+from caopd_jax.errors import CaopdError
+from caopd_jax.models import kv_cache
+from caopd_jax.models.config import ModelConfig
+from caopd_jax.rollout.sampling import choose
+
+MIN_PROMPT_BUCKET = 16
+
+
+class Settings(NamedTuple):
+  """Static decoding settings (hashable: part of the compiled program)."""
+  num_samples: int
+  max_new_tokens: int
+  temperature: float
+  top_k: int
+  top_p: float
+  stop_token_ids: tuple[int, ...]
+
+
+class Rollouts(NamedTuple):
+  """Completions of every (prompt, sample); NumPy arrays, P prompts, K samples, N = max_new_tokens.
+
+  tokens int32 [P, K, N]: completion tokens, 0 after the end. mask bool [P, K, N]: real tokens
+  (a stop token included). lengths int32 [P, K]. stopped bool [P, K]: ended with a stop token;
+  truncated = ~stopped (ran out of max_new_tokens). logprobs float32 [P, K, N]: log-prob of each
+  token under the distribution it was drawn from (temperature/top-k/top-p applied; 0 for greedy);
+  model_logprobs float32 [P, K, N]: under the unmodified model (temperature 1). Both 0 where ~mask.
+  """
+  tokens: np.ndarray
+  mask: np.ndarray
+  lengths: np.ndarray
+  stopped: np.ndarray
+  logprobs: np.ndarray
+  model_logprobs: np.ndarray
+
+  @property
+  def truncated(self) -> np.ndarray:
+    return ~self.stopped
+
+
+class DecodeState(NamedTuple):
+  """The decode loop's carry; B = padded prompts x K rows."""
+  step: jax.Array          # int32 []: tokens generated so far
+  cache: kv_cache.KVCache
+  hidden: jax.Array        # [B, D] final hidden state after the last token fed in
+  positions: jax.Array     # int32 [B]: RoPE position of the next token
+  done: jax.Array          # bool [B]
+  keys: jax.Array          # [B] PRNG keys
+  tokens: jax.Array        # int32 [B, N]
+  logprobs: jax.Array      # float32 [B, N]
+  model_logprobs: jax.Array  # float32 [B, N]
+
+
+def _bucket(n: int, minimum: int = 1) -> int:
+  return max(minimum, 1 << (n - 1).bit_length())
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _prefill(config: ModelConfig, settings: Settings, cache_length: int, params, tokens, mask, keys) -> DecodeState:
+  """tokens/mask [Bp, P] left-padded prompts; keys [Bp * K] -> the decode state before the first token."""
+  k = settings.num_samples
+  positions = models.default_positions(mask)
+  empty = kv_cache.init(config, tokens.shape[0], cache_length, params["embed"].dtype)
+  hidden, cache = models.forward_with_cache(config, params, tokens, mask, positions, empty,
+                                            models.unstack_layers(params))
+  rows = tokens.shape[0] * k
+  n = settings.max_new_tokens
+  return DecodeState(
+      step=jnp.zeros((), jnp.int32), cache=kv_cache.repeat(cache, k), hidden=jnp.repeat(hidden[:, -1], k, axis=0),
+      positions=jnp.repeat(mask.sum(axis=1).astype(jnp.int32), k), done=jnp.zeros((rows,), bool), keys=keys,
+      tokens=jnp.zeros((rows, n), jnp.int32), logprobs=jnp.zeros((rows, n), jnp.float32),
+      model_logprobs=jnp.zeros((rows, n), jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(3,))
+def _decode(config: ModelConfig, settings: Settings, params, state: DecodeState, until: jax.Array) -> DecodeState:
+  """Generates tokens until step `until`, max_new_tokens, or every row is done."""
+  unembed = models.unembedding(config, params)
+  layers = models.unstack_layers(params)  # once per call, outside the loop
+  stop_ids = jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
+  limit = jnp.minimum(until, settings.max_new_tokens)
+
+  def cond(s: DecodeState):
+    return (s.step < limit) & ~jnp.all(s.done)
+
+  def body(s: DecodeState) -> DecodeState:
+    logits = jnp.einsum("bd,dv->bv", s.hidden, unembed, preferred_element_type=jnp.float32)
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(s.keys, s.step)
+    token, logprob = choose(step_keys, logits, settings.temperature, settings.top_k, settings.top_p)
+    model_logprob = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)[:, 0]
+    active = ~s.done
+    token = jnp.where(active, token, 0)
+    put = lambda buf, value: jax.lax.dynamic_update_slice(buf, value[:, None], (0, s.step))  # noqa: E731
+    hidden, cache = models.forward_with_cache(config, params, token[:, None], active[:, None], s.positions[:, None],
+                                              s.cache, layers)
+    return DecodeState(
+        step=s.step + 1, cache=cache, hidden=hidden[:, 0],
+        positions=s.positions + 1, done=s.done | (active & jnp.isin(token, stop_ids)), keys=s.keys,
+        tokens=put(s.tokens, token), logprobs=put(s.logprobs, jnp.where(active, logprob, 0.0)),
+        model_logprobs=put(s.model_logprobs, jnp.where(active, model_logprob, 0.0)))
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+def _check(config: ModelConfig, prompts, settings: Settings, max_length: int) -> None:
+  if not len(prompts):
+    raise CaopdError("no prompts given")
+  for name, ok in (("num_samples >= 1", settings.num_samples >= 1),
+                   ("max_new_tokens >= 0", settings.max_new_tokens >= 0),
+                   ("temperature >= 0", settings.temperature >= 0), ("top_k >= 0", settings.top_k >= 0),
+                   ("0 < top_p <= 1", 0 < settings.top_p <= 1)):
+    if not ok:
+      raise CaopdError(f"sampling setting out of range: need {name} (got {settings})")
+  for i, p in enumerate(prompts):
+    if len(p) == 0:
+      raise CaopdError(f"prompt {i} is empty: a completion needs at least one token to condition on")
+    if min(p) < 0 or max(p) >= config.vocab_size:
+      raise CaopdError(f"prompt {i} has token ids outside [0, {config.vocab_size})")
+    if len(p) + settings.max_new_tokens > max_length:
+      raise CaopdError(f"prompt {i} has {len(p)} tokens; with max_new_tokens={settings.max_new_tokens} it needs "
+                       f"{len(p) + settings.max_new_tokens} cache slots, more than max_length={max_length}; "
+                       "shorten the prompt or lower max_new_tokens")
+
+
+def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: jax.Array, *, num_samples: int = 1,
+           max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           stop_token_ids: Sequence[int] = (), max_length: int | None = None, chunk: int = 64,
+           progress: bool = False) -> Rollouts:
+  """K = `num_samples` completions of each tokenized prompt (see `Rollouts`).
+
+  temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. A stop token ends a
+  completion (it is kept, masked in). `max_length` bounds prompt + completion (default: the
+  model's max_position_embeddings). `progress` shows a bar over decode steps.
+  """
+  settings = Settings(num_samples, max_new_tokens, float(temperature), int(top_k), float(top_p),
+                      tuple(int(t) for t in stop_token_ids))
+  max_length = max_length or config.max_position_embeddings
+  _check(config, prompts, settings, max_length)
+  n, k, steps = len(prompts), num_samples, max_new_tokens
+  if steps == 0:
+    empty = np.zeros((n, k, 0))
+    return Rollouts(empty.astype(np.int32), empty.astype(bool), np.zeros((n, k), np.int32),
+                    np.zeros((n, k), bool), empty.astype(np.float32), empty.astype(np.float32))
+
+  longest = max(len(p) for p in prompts)
+  width = min(_bucket(longest, MIN_PROMPT_BUCKET), max_length - steps)
+  rows = _bucket(n)
+  tokens = np.zeros((rows, width), np.int32)
+  mask = np.zeros((rows, width), bool)
+  for i, p in enumerate(prompts):
+    tokens[i, width - len(p):] = p
+    mask[i, width - len(p):] = True
+  mask[n:, -1] = True  # bucket-filler rows: one dummy token each, dropped from the result
+  keys = jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(
+      jnp.arange(k)))(jnp.arange(rows)).reshape(rows * k)
+
+  state = _prefill(config, settings, width + steps, params, tokens, mask, keys)
+  bar = _progress_bar(steps, n * k) if progress else None
+  for until in range(chunk, steps + chunk, chunk):
+    state = _decode(config, settings, params, state, jnp.int32(until))
+    done_steps = int(state.step)
+    if bar is not None:
+      bar.update(done_steps - bar.n)
+    if done_steps < min(until, steps):  # the loop stopped early: every row is done
+      break
+  if bar is not None:
+    bar.close()
+
+  def take(x):
+    return np.asarray(x).reshape(rows, k, *x.shape[1:])[:n]
+
+  out_tokens, logprobs, model_logprobs, done = map(take, (state.tokens, state.logprobs, state.model_logprobs,
+                                                          state.done))
+  positions = np.arange(steps)
+  if settings.stop_token_ids:
+    is_stop = np.isin(out_tokens, settings.stop_token_ids)
+    first_stop = np.where(is_stop.any(-1), is_stop.argmax(-1), steps)
+  else:
+    first_stop = np.full((n, k), steps)
+  lengths = np.minimum(first_stop + 1, steps).astype(np.int32)
+  out_mask = positions < lengths[..., None]
+  return Rollouts(np.where(out_mask, out_tokens, 0), out_mask, lengths, done, logprobs * out_mask,
+                  model_logprobs * out_mask)
+
+
+def _progress_bar(steps: int, sequences: int):
+  from tqdm.auto import tqdm
+  return tqdm(total=steps, desc=f"decoding {sequences} sequences", unit="tok", leave=False)

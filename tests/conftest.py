@@ -3,8 +3,11 @@
 import functools
 import importlib.util
 import os
+from typing import NamedTuple
 
 import pytest
+
+import hf_reference
 
 
 def smollm2_gguf_path() -> str:
@@ -45,6 +48,25 @@ def ours_smollm2(smollm2_gguf):
   """Our tokenizer of the SmolLM2 GGUF."""
   from caopd_jax.tokenizers import load_tokenizer
   return load_tokenizer(smollm2_gguf)
+
+
+class Family(NamedTuple):
+  """A tiny random transformers model of one family, saved as safetensors and loaded by us (float32)."""
+  name: str
+  model: object       # the transformers model (float32, eager attention)
+  config: object      # our ModelConfig
+  params: dict        # our float32 params
+  path: str           # the saved HF folder
+
+
+@pytest.fixture(scope="module", params=sorted(hf_reference.FAMILY_CONFIGS))
+def family(request, tmp_path_factory) -> Family:
+  from caopd_jax import models
+  model = hf_reference.build(request.param)
+  path = tmp_path_factory.mktemp(request.param)
+  model.save_pretrained(path)
+  config, params = models.load(str(path))
+  return Family(request.param, model, config, params, str(path))
 
 
 def _platform_available(platform: str) -> bool:

@@ -21,16 +21,6 @@ BF16_TOLERANCE = 0.03
 _logits = jax.jit(models.logits, static_argnums=0)
 
 
-@pytest.fixture(scope="module", params=sorted(hf_reference.FAMILY_CONFIGS))
-def family(request, tmp_path_factory):
-  """(name, transformers model, our config, our float32 params) via a saved safetensors folder."""
-  model = hf_reference.build(request.param)
-  path = tmp_path_factory.mktemp(request.param)
-  model.save_pretrained(path)
-  config, params = models.load(str(path))
-  return request.param, model, config, params, str(path)
-
-
 def _rel_err(ours, ref, mask):
   return float(np.abs(ours - ref)[mask].max() / np.abs(ref[mask]).max())
 

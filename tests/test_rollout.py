@@ -11,22 +11,12 @@ import scipy.stats
 import torch
 import transformers
 
-import hf_reference
 from caopd_jax import models, rollout
 from caopd_jax.errors import CaopdError
 from caopd_jax.rollout.sampling import sampling_logprobs
 
 _log_softmax_logits = jax.jit(lambda c, p, ids: jax.nn.log_softmax(models.logits(c, p, ids), -1),
                               static_argnums=0)
-
-
-@pytest.fixture(scope="module", params=sorted(hf_reference.FAMILY_CONFIGS))
-def family(request, tmp_path_factory):
-  model = hf_reference.build(request.param)
-  path = tmp_path_factory.mktemp(request.param)
-  model.save_pretrained(path)
-  config, params = models.load(str(path))
-  return model, config, params, str(path)
 
 
 def _prompts(vocab, lengths=(5, 9, 3), seed=0):
@@ -43,7 +33,7 @@ def _teacher_forced(config, params, prompt, completion):
 
 
 def test_greedy_matches_transformers_with_padding(family):
-  model, config, params, _ = family
+  _, model, config, params, _ = family
   prompts = _prompts(config.vocab_size)
   out = rollout.sample(config, params, prompts, jax.random.key(0), max_new_tokens=12, temperature=0.0)
   width = max(map(len, prompts))
@@ -62,7 +52,7 @@ def test_greedy_matches_transformers_with_padding(family):
 
 def test_sampled_logprobs_equal_the_training_forward(family):
   """The property RL/OPD stacks keep losing: sampler log-probs == a fresh forward over prompt + completion."""
-  _, config, params, _ = family
+  _, _, config, params, _ = family
   prompts = _prompts(config.vocab_size, seed=1)
   out = rollout.sample(config, params, prompts, jax.random.key(1), num_samples=3, max_new_tokens=10,
                        temperature=1.0)
@@ -76,7 +66,7 @@ def test_sampled_logprobs_equal_the_training_forward(family):
 
 
 def test_filtered_sampling_logprobs_equal_the_training_forward(family):
-  _, config, params, _ = family
+  _, _, config, params, _ = family
   prompt = _prompts(config.vocab_size, lengths=(7,), seed=2)[0]
   settings = dict(temperature=0.7, top_k=20, top_p=0.9)
   out = rollout.sample(config, params, [prompt], jax.random.key(2), num_samples=2, max_new_tokens=8, **settings)
@@ -90,7 +80,7 @@ def test_filtered_sampling_logprobs_equal_the_training_forward(family):
 
 
 def test_bfloat16_sampling_runs_and_tracks_the_bf16_forward(family):
-  _, config, _, path = family
+  _, _, config, _, path = family
   config16, params16 = models.load(path, dtype=jnp.bfloat16)
   prompts = _prompts(config.vocab_size, seed=3)
   out = rollout.sample(config16, params16, prompts, jax.random.key(3), num_samples=2, max_new_tokens=8)
@@ -156,7 +146,7 @@ def test_sample_frequencies_match_the_theoretical_distribution(bigram_model, tem
 
 
 def test_same_rng_same_samples_and_prompts_do_not_leak(family):
-  _, config, params, _ = family
+  _, _, config, params, _ = family
   prompts = _prompts(config.vocab_size, seed=4)
   kwargs = dict(num_samples=2, max_new_tokens=10, temperature=1.0)
   a = rollout.sample(config, params, prompts, jax.random.key(5), **kwargs)

@@ -86,9 +86,9 @@ def test_bfloat16_sampling_runs_and_tracks_the_bf16_forward(family):
   out = rollout.sample(config16, params16, prompts, jax.random.key(3), num_samples=2, max_new_tokens=8)
   for i, prompt in enumerate(prompts):
     ref = _teacher_forced(config16, params16, prompt, out.tokens[i, 0])
-    # Decode attends over cache + new token in two blocks; in bf16 that rounds differently from
-    # the one-block training forward. Measured <= 0.05 on these models.
-    np.testing.assert_allclose(out.model_logprobs[i, 0], ref, atol=0.1, rtol=0)
+    # Same math, different bf16 rounding (one token at a time against the cache vs the whole
+    # sequence at once). Measured <= 0.012 on these models.
+    np.testing.assert_allclose(out.model_logprobs[i, 0], ref, atol=0.05, rtol=0)
 
 
 # ---- distributions ---------------------------------------------------------------------------------------

@@ -1,0 +1,34 @@
+"""The `Example` record: one question with its ground truth, whatever the source."""
+
+import dataclasses
+from typing import Any
+
+VERIFIERS = ("mcq", "tooluse", "arithmetic")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One question with its ground truth and (when the source has one) a worked demonstration.
+
+  Attributes:
+    id: str, unique within its source (e.g. "science_eval/17", "arithmetic-0-5").
+    question: str, the user-facing question/instruction text (for tool use, the whole
+      ToolAlpaca prompt: tool list, format, `Begin!` line and the question).
+    answer: the ground truth the verifier checks: a str letter (mcq), a list of
+      {"Action": str, "Action_Input": str} (tooluse) or an int (arithmetic).
+    verifier: str, one of VERIFIERS.
+    task: str, the task name ("science", "tooluse", "arithmetic", or a JSONL file's stem).
+    system: str | None, the source's system message.
+    demonstration: str | None, a worked answer ending with a `Confidence: X` line; None when
+      the source has none (eval sets); prompts then use `sources.fallback_demonstration`.
+    messages: tuple of {"role": str, "content": str} | None, the source's chat-formatted prompt
+      (science: system + user); None when the source has a plain-text prompt.
+  """
+  id: str
+  question: str
+  answer: Any
+  verifier: str
+  task: str
+  system: str | None = None
+  demonstration: str | None = None
+  messages: tuple[dict, ...] | None = None

@@ -3,8 +3,6 @@
 import dataclasses
 from typing import Any
 
-VERIFIERS = ("mcq", "tooluse", "arithmetic")
-
 
 @dataclasses.dataclass(frozen=True)
 class Example:
@@ -16,7 +14,7 @@ class Example:
       ToolAlpaca prompt: tool list, format, `Begin!` line and the question).
     answer: the ground truth the verifier checks: a str letter (mcq), a list of
       {"Action": str, "Action_Input": str} (tooluse) or an int (arithmetic).
-    verifier: str, one of VERIFIERS.
+    verifier: str, a key of caopd_jax.calibration.verifiers.VERIFIERS (mcq, tooluse, arithmetic).
     task: str, the task name ("science", "tooluse", "arithmetic", or a JSONL file's stem).
     system: str | None, the source's system message.
     demonstration: str | None, a worked answer ending with a `Confidence: X` line; None when

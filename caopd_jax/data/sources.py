@@ -29,8 +29,9 @@ import os
 import pyarrow as pa
 import pyarrow.ipc
 
+from caopd_jax.calibration.verifiers import VERIFIERS
 from caopd_jax.data.arithmetic import arithmetic_task
-from caopd_jax.data.example import VERIFIERS, Example
+from caopd_jax.data.example import Example
 from caopd_jax.errors import CaopdError, InputNotFoundError
 
 DATA_DIR_ENV = "CAOPD_DATA_DIR"
@@ -107,13 +108,13 @@ def _field(row: dict, name: str, where: str):
 
 def _science_example(row: dict, where: str, row_id: str) -> Example:
   prompt = _field(row, "prompt", where)
-  messages = tuple({"role": _field(row, f"prompt[{k}].role", where), "content": _field(row, f"prompt[{k}].content", where)}
+  messages = tuple({key: _field(row, f"prompt[{k}].{key}", where) for key in ("role", "content")}
                    for k in range(len(prompt)))
   system = next((m["content"] for m in messages if m["role"] == "system"), None)
   users = [m["content"] for m in messages if m["role"] == "user"]
   if not users:
     raise CaopdError(f"{where}: field 'prompt' has no user message; it must be [system, user] chat messages")
-  demo = row.get("output_text") if "output_text" in row else None
+  demo = None
   if "output_text" in row:
     demo = with_confidence_line(_field(row, "output_text", where))
   return Example(id=row_id, question=users[-1], answer=_field(row, "answer", where).strip(), verifier="mcq",
@@ -159,6 +160,104 @@ def read_save_to_disk(path: str, schema: str = "auto") -> list[Example]:
       raise CaopdError(f"{file}: the {kind} schema needs columns {list(required)} but {missing} are missing "
                        f"(columns: {table.column_names}); pass the right schema or fix the dataset")
     build = _science_example if kind == "science" else _tooluse_example
-    for row in table.to_pylist():
-      examples.append(build(row, f"{file}: row {len(examples)}", f"{name}/{len(examples)}"))
+    for i, row in enumerate(table.to_pylist()):
+      examples.append(build(row, f"{file}: row {i}", f"{name}/{len(examples)}"))
   return examples
+
+
+# --- JSONL files
+
+def _jsonl_answer(answer, verifier: str, where: str):
+  """The answer of a JSONL row, checked against its verifier's type."""
+  if verifier == "mcq" and isinstance(answer, str) and answer.strip():
+    return answer.strip()
+  if verifier == "arithmetic" and isinstance(answer, int) and not isinstance(answer, bool):
+    return answer
+  if (verifier == "tooluse" and isinstance(answer, list) and answer
+      and all(isinstance(s, dict) and isinstance(s.get("Action"), str) and "Action_Input" in s for s in answer)):
+    return [{"Action": s["Action"], "Action_Input": s["Action_Input"] if isinstance(s["Action_Input"], str)
+             else json.dumps(s["Action_Input"])} for s in answer]
+  expected = {"mcq": "a non-empty string (the letter)", "arithmetic": "an integer",
+              "tooluse": 'a non-empty list of {"Action": str, "Action_Input": ...}'}[verifier]
+  raise CaopdError(f"{where}: field 'answer' must be {expected} for verifier '{verifier}', got {answer!r}")
+
+
+def _jsonl_example(row, where: str, default_id: str, task: str) -> Example:
+  if not isinstance(row, dict):
+    raise CaopdError(f"{where}: expected a JSON object, got {type(row).__name__}")
+  for name in ("question", "answer", "verifier"):
+    if row.get(name) is None:
+      raise CaopdError(f"{where}: required field '{name}' is missing; each line needs question, answer, verifier")
+  if row["verifier"] not in VERIFIERS:
+    raise CaopdError(f"{where}: field 'verifier' is {row['verifier']!r}; use one of {sorted(VERIFIERS)}")
+  for name in ("question", "demonstration", "system", "id"):
+    if name in row and not isinstance(row[name], str | None):
+      raise CaopdError(f"{where}: field '{name}' must be a string, got {type(row[name]).__name__}")
+  return Example(id=row.get("id") or default_id, question=row["question"],
+                 answer=_jsonl_answer(row["answer"], row["verifier"], where), verifier=row["verifier"], task=task,
+                 system=row.get("system"), demonstration=row.get("demonstration"))
+
+
+def read_jsonl(path: str) -> list[Example]:
+  """Examples of a JSONL file (schema in the module docstring).
+
+  Raises:
+    InputNotFoundError when the file is missing; CaopdError naming the file, line and field for a
+    line that is not UTF-8, not JSON, or lacks / mistypes a field.
+  """
+  if not os.path.isfile(path):
+    raise InputNotFoundError(f"JSONL file {path} does not exist")
+  task, examples = os.path.splitext(os.path.basename(path))[0], []
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      where = f"{path}: line {number}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise CaopdError(f"{where} is not valid UTF-8 (byte {e.start} of the line: {raw[e.start:e.start + 1]!r}); "
+                         "save the file as UTF-8") from e
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise CaopdError(f"{where} is not valid JSON ({e.msg} at column {e.colno}); "
+                         "write one JSON object per line") from e
+      examples.append(_jsonl_example(row, where, f"{task}/{number}", task))
+  return examples
+
+
+# --- dispatch
+
+def load_examples(name_or_path: str, split: str = "eval", *, data_dir: str | None = None, num_examples: int = 1000,
+                  seed: int = 0, difficulty: int | list[int] = (1, 2, 3, 4)) -> list[Example]:
+  """Examples of a named dataset or a path.
+
+  Args:
+    name_or_path: "science" / "tooluse" (the save_to_disk folder "<name>_<split>" under the data
+      root), "arithmetic" (the synthetic task), a save_to_disk folder, or a .jsonl file.
+    split: for named datasets: "eval" or "train" (any folder suffix for science / tooluse).
+    data_dir: the data root; default $CAOPD_DATA_DIR, else ../shared/data beside the repository.
+    num_examples, seed, difficulty: for "arithmetic" (see arithmetic.arithmetic_task); the eval
+      split uses seed + EVAL_SEED_OFFSET so it does not repeat the train items' stream.
+  Raises:
+    CaopdError for an unknown name (listing the known ones); InputNotFoundError for a missing path.
+  """
+  if name_or_path in ("science", "tooluse"):
+    folder = os.path.join(data_dir or default_data_dir(), f"{name_or_path}_{split}")
+    if not os.path.isdir(folder):
+      raise InputNotFoundError(f"dataset '{name_or_path}' split '{split}': folder {folder} does not exist; put the "
+                               f"save_to_disk folder there, set ${DATA_DIR_ENV} or pass data_dir")
+    return read_save_to_disk(folder, schema=name_or_path)
+  if name_or_path == "arithmetic":
+    if split not in ("train", "eval"):
+      raise CaopdError(f"arithmetic has splits 'train' and 'eval', not {split!r}")
+    return arithmetic_task(num_examples, seed + (EVAL_SEED_OFFSET if split == "eval" else 0), difficulty)
+  if os.path.isdir(name_or_path):
+    return read_save_to_disk(name_or_path)
+  if name_or_path.endswith(".jsonl"):
+    return read_jsonl(name_or_path)
+  if os.path.exists(name_or_path) or os.sep in name_or_path:
+    raise InputNotFoundError(f"{name_or_path} is neither a save_to_disk folder nor an existing .jsonl file")
+  raise CaopdError(f"unknown dataset {name_or_path!r}; use one of {list(DATASETS)}, a save_to_disk folder "
+                   "or a .jsonl file")

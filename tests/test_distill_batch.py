@@ -1,0 +1,114 @@
+"""Assembling one distillation step from examples and rollouts: alignment, rewrite, teacher context, policies."""
+
+import numpy as np
+import pytest
+
+from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
+from caopd_jax.data.arithmetic import arithmetic_task
+from caopd_jax.rollout import Rollouts
+
+
+def _rollouts(tokenizer, completions: list[list[str]], width: int = 40) -> Rollouts:
+  """Rollouts whose completions are the given texts (each followed by the end-of-turn token)."""
+  p, k = len(completions), len(completions[0])
+  tokens = np.zeros((p, k, width), np.int32)
+  lengths = np.zeros((p, k), np.int32)
+  for i, row in enumerate(completions):
+    for j, text in enumerate(row):
+      ids = tokenizer.encode(text) + [tokenizer.token_to_id("<|im_end|>")]
+      tokens[i, j, :len(ids)] = ids
+      lengths[i, j] = len(ids)
+  mask = np.arange(width) < lengths[..., None]
+  logprobs = np.where(mask, -0.5, 0.0).astype(np.float32)
+  return Rollouts(tokens, mask, lengths, np.ones((p, k), bool), logprobs, logprobs)
+
+
+@pytest.fixture
+def setup(ours_smollm2):
+  examples = arithmetic_task(2, seed=0, difficulty=1)
+  a, b = examples[0].answer, examples[1].answer
+  completions = [
+      [f"<answer>{a}</answer>\nConfidence: 0.90", f"<answer>{a + 1}</answer>\nConfidence: 0.80",
+       f"<answer>{a}</answer>\nConfidence: 1.0", f"<answer>{a}</answer>"],
+      [f"<answer>{b + 1}</answer>\nConfidence: 0.95"] * 4,
+  ]
+  return ours_smollm2, examples, _rollouts(ours_smollm2, completions)
+
+
+def test_caopd_batch_is_aligned_and_rewritten(setup):
+  tokenizer, examples, rollouts = setup
+  settings = DistillSettings(max_completion_tokens=40)
+  prompts = prepare_prompts(examples, tokenizer, settings)
+  batch = build_batch(prompts, rollouts, tokenizer, settings)
+  np.testing.assert_array_equal(batch.correct, [[True, False, True, True], [False] * 4])
+  assert list(batch.stats["target"]) == ["0.75", "0.00"]
+  assert batch.student_tokens.shape[0] == batch.teacher_tokens.shape[0] == 8
+  # the completion occupies the last C columns on both sides, identical tokens
+  np.testing.assert_array_equal(batch.student_tokens[:, -40:], batch.completion)
+  np.testing.assert_array_equal(batch.teacher_tokens[:, -40:], batch.completion)
+  for r in range(8):
+    n = int(batch.loss_mask[r].sum())
+    text = tokenizer.decode(batch.completion[r, :n].tolist())
+    assert text.endswith(f"Confidence: {batch.stats['target'][r // 4]}" + tokenizer.eos_token)
+    assert text.count("Confidence:") == 1
+  # every student row of a prompt holds the same student prompt; teacher prompts carry target and note
+  teacher_text = tokenizer.decode(batch.teacher_tokens[0][batch.teacher_mask[0]].tolist())
+  assert "empirical confidence for this question is 0.75" in teacher_text
+  assert f"<answer>{examples[0].answer}</answer>\nConfidence: 0.75" in teacher_text  # patched demonstration
+  assert batch.edited.all() and (batch.sampled_logprobs == 0).all()
+
+
+def test_plain_opd_keeps_samples_and_teacher_certainty(setup):
+  tokenizer, examples, rollouts = setup
+  settings = DistillSettings(calibrate=False, max_completion_tokens=40)
+  batch = build_batch(prepare_prompts(examples, tokenizer, settings), rollouts, tokenizer, settings)
+  np.testing.assert_array_equal(batch.completion, rollouts.tokens.reshape(8, -1))
+  assert not batch.edited.any()
+  np.testing.assert_allclose(batch.sampled_logprobs, rollouts.model_logprobs.reshape(8, -1))
+  teacher_text = tokenizer.decode(batch.teacher_tokens[0][batch.teacher_mask[0]].tolist())
+  assert "empirical confidence" not in teacher_text and "Confidence: 1.00" in teacher_text
+
+
+@pytest.mark.parametrize("policy", ["demo", "skip"])
+def test_correct_solution_mode_and_its_fallback(setup, policy):
+  tokenizer, examples, rollouts = setup
+  settings = DistillSettings(teacher_mode="correct_solution", no_correct_policy=policy, max_completion_tokens=40)
+  batch = build_batch(prepare_prompts(examples, tokenizer, settings), rollouts, tokenizer, settings)
+  first = tokenizer.decode(batch.teacher_tokens[0][batch.teacher_mask[0]].tolist())
+  assert "Correct solution:" in first and f"<answer>{examples[0].answer}</answer>\nConfidence: 0.75" in first
+  second = tokenizer.decode(batch.teacher_tokens[4][batch.teacher_mask[4]].tolist())
+  assert "Correct solution:" not in second  # no correct rollout for prompt 2: the demonstration instead
+  if policy == "demo":
+    assert batch.counts["no_correct_fallback"] == 1 and batch.loss_mask[4:].sum() > 0
+  else:
+    assert batch.counts["skipped_no_correct"] == 1 and batch.loss_mask[4:].sum() == 0
+
+
+def test_overlong_prompts_are_dropped_and_counted(ours_smollm2):
+  examples = arithmetic_task(3, seed=1, difficulty=1)
+  settings = DistillSettings(max_prompt_tokens=30)
+  prompts = prepare_prompts(examples, ours_smollm2, settings)
+  assert prompts.examples == [] and prompts.dropped_overlong == 3
+  roomy = prepare_prompts(examples, ours_smollm2, DistillSettings(max_prompt_tokens=4096))
+  assert len(roomy.ids) == 3 and roomy.dropped_overlong == 0
+
+
+@pytest.mark.slow
+def test_smollm2_solves_easy_arithmetic_and_fails_hard(smollm2_gguf, ours_smollm2):
+  """The built-in task is informative for the real 135M model: measured greedy accuracy on 16 items was
+  81% at level 1 (1-digit +/-) and 0% at level 4 (3-4 digit x)."""
+  import jax
+
+  from caopd_jax import models, rollout
+  from caopd_jax.calibration.verifiers import get_verifier
+  config, params = models.load(smollm2_gguf)
+  accuracy = {}
+  for level in (1, 4):
+    examples = arithmetic_task(16, seed=level, difficulty=level)
+    prompts = prepare_prompts(examples, ours_smollm2, DistillSettings())
+    out = rollout.sample(config, params, prompts.ids, jax.random.key(0), max_new_tokens=48, temperature=0.0,
+                         stop_token_ids=ours_smollm2.stop_ids)
+    texts = [ours_smollm2.decode(out.tokens[i, 0, :out.lengths[i, 0]].tolist(), skip_special_tokens=True)
+             for i in range(16)]
+    accuracy[level] = np.mean([get_verifier("arithmetic")(t, e.answer) for t, e in zip(texts, examples)])
+  assert accuracy[1] >= 0.5 and accuracy[4] <= 0.2, accuracy

@@ -14,6 +14,10 @@ a number (`0.7`, `.7`, `70`, `-0.1`), a percentage (`70%`) or a fraction
 then clipped to [0, 1]. Values in (1, 2) are read as overshooting probabilities
 (`Confidence: 1.5` -> 1.0, as the reference clips); from 2 on they cannot be
 probabilities and are read as a 1-10 scale. Both sources use the same mapping.
+Deviation from the reference, on purpose: it maps only `<confidence>` values and
+merely clips `Confidence: v` lines, so `Confidence: 70%` or `Confidence: 7` scores
+1.0 there and 0.70 here. Two-decimal probabilities (what trained models write)
+parse identically in both.
 
 Formatting (`format_fraction`, `format_confidence`) writes two decimals rounded
 HALF-UP, never half-even (CAOPD.md section 10): 1/8 -> "0.13", 3/8 -> "0.38",

@@ -13,7 +13,6 @@ from caopd_jax.data.example import Example
 from caopd_jax.errors import CaopdError, InputNotFoundError
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-needs_data = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"the paper's eval sets are not at {DATA} (../shared)")
 
 
 def write_save_to_disk(folder, rows, state=True):
@@ -48,7 +47,6 @@ def write_jsonl(path, lines: list[bytes | str]):
 
 # --- the paper's eval sets
 
-@needs_data
 def test_science_eval_every_row_loads():
   examples = sources.load_examples("science", data_dir=DATA)
   assert len(examples) == 507 and len({e.id for e in examples}) == 507
@@ -58,9 +56,10 @@ def test_science_eval_every_row_loads():
     assert e.system == e.messages[0]["content"] and e.question == e.messages[1]["content"]
     assert sources.fallback_demonstration(e) == f"<answer>{e.answer}</answer>\nConfidence: 1.00"
     assert get_verifier("mcq")(sources.fallback_demonstration(e), e.answer)
+    wrong = "ABCD"[("ABCD".index(e.answer) + 1) % 4]
+    assert not get_verifier("mcq")(f"<answer>{wrong}</answer>\nConfidence: 1.00", e.answer)
 
 
-@needs_data
 def test_tooluse_eval_every_row_loads():
   examples = sources.read_save_to_disk(os.path.join(DATA, "tooluse_eval"))  # schema "auto"
   assert len(examples) == 97
@@ -70,6 +69,11 @@ def test_tooluse_eval_every_row_loads():
     demo = sources.fallback_demonstration(e)
     assert demo.startswith(f"Action: {e.answer[0]['Action']}\nAction Input: {e.answer[0]['Action_Input']}")
     assert demo.endswith("\nConfidence: 1.00") and get_verifier("tooluse")(demo, e.answer)
+    gold = e.answer[0]
+    wrong_tool = f"Action: {gold['Action']}X\nAction Input: {gold['Action_Input']}\nConfidence: 1.00"
+    wrong_input = f"Action: {gold['Action']}\nAction Input: {{\"__not_an_argument__\": 1}}\nConfidence: 1.00"
+    assert not get_verifier("tooluse")(wrong_tool, e.answer)
+    assert not get_verifier("tooluse")(wrong_input, e.answer)
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.data.example import Example
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-needs_data = pytest.mark.skipif(not os.path.isdir(DATA), reason=f"the paper's eval sets are not at {DATA} (../shared)")
 CONFIG = prompts.PromptConfig()
 
 
@@ -19,7 +18,6 @@ def eval_examples():
   return sources.load_examples("science", data_dir=DATA) + sources.load_examples("tooluse", data_dir=DATA)
 
 
-@needs_data
 def test_every_eval_row_builds_student_and_teacher_prompts(eval_examples, ours_smollm2):
   for e in eval_examples:
     student, teacher = prompts.student_messages(e), prompts.teacher_messages(e)

@@ -1,0 +1,188 @@
+"""Per-token statistics of LM-head softmaxes, streamed over vocabulary chunks.
+
+The distillation losses need, for every completion position, a few numbers from
+the student's (and the teacher's) softmax over the vocabulary: the log-partition,
+the log-prob of the sampled token, the entropy and the two KL directions. The
+full float32 logits [N, V] of two models are the largest tensors of a training
+step (N = 32k positions x V = 150k is about 18 GiB each), so `token_stats` never
+builds them: a `lax.scan` walks the vocabulary in chunks of `chunk_size`
+columns, computes the [N, chunk] logits of the chunk and folds them into
+online-softmax accumulators (running max, sum of exp, exp-weighted sums). Each
+chunk step is wrapped in `jax.checkpoint`, so the backward pass recomputes a
+chunk's logits instead of keeping them.
+
+All accumulators hold values relative to the running max, e.g.
+sum_v exp(s_v - m) * (s_v - m), so the entropy log S - E/S and the KLs are
+differences of O(log V) numbers rather than of raw logits: no cancellation for
+peaky (large-magnitude) logits. The running max is a stop-gradient constant;
+every formula below is exact for any constant shift, so gradients are exact.
+
+`token_stats_naive` materialises the logits: the reference implementation, and
+the choice for small vocabularies. `IMPLEMENTATIONS` maps the config names
+("naive", "xla_chunked") to the two functions.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# Logit of a padded vocabulary column: its exp is exactly 0 and differences of two
+# masked logits stay finite (never -inf - -inf = NaN). Also the running max's start value.
+_MASKED = -1e30
+
+
+class TokenStats(NamedTuple):
+  """float32 per-row statistics, each of the targets' shape (rows N: flattened positions).
+
+  logsumexp: log sum_v exp(s_v) of the student logits s; logprob: log p_s(target);
+  entropy: -sum_v p_s log p_s (nats). With a teacher: teacher_logprob: log p_t(target);
+  with `with_kl` also kl_ts = KL(p_t || p_s) and kl_st = KL(p_s || p_t) (nats).
+  Fields that were not asked for are None. Values are not clipped: entropy and KLs
+  can be a rounding error below 0.
+  """
+  logsumexp: jax.Array
+  logprob: jax.Array
+  entropy: jax.Array
+  teacher_logprob: jax.Array | None = None
+  kl_ts: jax.Array | None = None
+  kl_st: jax.Array | None = None
+
+
+def _logits(h, w, temperature):
+  """float32 [N, V'] logits (h @ w) / temperature of h [N, D] and w [D, V'], accumulated in float32."""
+  return jnp.matmul(h, w, preferred_element_type=jnp.float32) / temperature
+
+
+def _target_logit(h, w, targets, temperature):
+  """float32 [N] logit of each row's target: h[n] . w[:, targets[n]] / temperature."""
+  columns = jnp.take(w, targets, axis=1)
+  return jnp.einsum("nd,dn->n", h, columns, preferred_element_type=jnp.float32) / temperature
+
+
+def _prepare(h_s, w_s, targets, h_t, w_t, with_kl):
+  """Checks shapes; flattens rows; stop-gradients the teacher. Returns (h_s, targets, h_t, w_t)."""
+  if (h_t is None) != (w_t is None):
+    raise ValueError("give both teacher inputs h_t and w_t, or neither")
+  if with_kl and h_t is None:
+    raise ValueError("with_kl=True needs the teacher inputs h_t and w_t")
+  if h_s.shape[:-1] != targets.shape or h_s.shape[-1] != w_s.shape[0]:
+    raise ValueError(f"shapes do not fit: h_s {h_s.shape}, w_s {w_s.shape}, targets {targets.shape}")
+  if h_t is not None:
+    if h_t.shape[:-1] != targets.shape or h_t.shape[-1] != w_t.shape[0] or w_t.shape[1] != w_s.shape[1]:
+      raise ValueError(f"teacher shapes do not fit: h_t {h_t.shape}, w_t {w_t.shape}, w_s {w_s.shape}")
+    h_t = jax.lax.stop_gradient(h_t.reshape(-1, h_t.shape[-1]))
+    w_t = jax.lax.stop_gradient(w_t)
+  return h_s.reshape(-1, h_s.shape[-1]), targets.reshape(-1), h_t, w_t
+
+
+def token_stats_naive(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0, chunk_size=4096,
+                      with_kl=False) -> TokenStats:
+  """`token_stats` computed from the full float32 logits [N, V] (`chunk_size` is ignored)."""
+  lead = targets.shape
+  h_s, targets, h_t, w_t = _prepare(h_s, w_s, targets, h_t, w_t, with_kl)
+  logits_s = _logits(h_s, w_s, temperature)
+  logp_s = jax.nn.log_softmax(logits_s, axis=-1)
+  pick = lambda logp: jnp.take_along_axis(logp, targets[:, None], axis=-1)[:, 0].reshape(lead)
+  p_s = jnp.exp(logp_s)
+  out = {"logsumexp": jax.nn.logsumexp(logits_s, axis=-1).reshape(lead),
+         "logprob": pick(logp_s), "entropy": -jnp.sum(p_s * logp_s, axis=-1).reshape(lead)}
+  if h_t is not None:
+    logp_t = jax.nn.log_softmax(_logits(h_t, w_t, temperature), axis=-1)
+    out["teacher_logprob"] = pick(logp_t)
+    if with_kl:
+      out["kl_ts"] = jnp.sum(jnp.exp(logp_t) * (logp_t - logp_s), axis=-1).reshape(lead)
+      out["kl_st"] = jnp.sum(p_s * (logp_s - logp_t), axis=-1).reshape(lead)
+  return TokenStats(**out)
+
+
+def _shift(m_old, logits):
+  """Online-softmax step: (m_new, m_old - m_new, logits - m_new, exp(logits - m_new)).
+
+  m_old [N]; logits float32 [N, C]. The new running max is a stop-gradient constant.
+  """
+  m_new = jax.lax.stop_gradient(jnp.maximum(m_old, jnp.max(logits, axis=-1)))
+  x = logits - m_new[:, None]
+  return m_new, m_old - m_new, x, jnp.exp(x)
+
+
+def _chunk_step(carry, chunk, *, h_s, h_t, temperature, with_kl):
+  """Folds one vocabulary chunk into the accumulators (see `_init` for their meaning)."""
+  w_s_chunk, valid = chunk[:2]
+  s = jnp.where(valid, _logits(h_s, w_s_chunk, temperature), _MASKED)
+  m_s, d_s, x_s, e_s = _shift(carry["m_s"], s)
+  a_s = jnp.exp(d_s)
+  new = {"m_s": m_s, "sum_s": a_s * carry["sum_s"] + jnp.sum(e_s, axis=-1),
+         "ent_s": a_s * (carry["ent_s"] + d_s * carry["sum_s"]) + jnp.sum(e_s * x_s, axis=-1)}
+  if h_t is None:
+    return new, None
+  t = jnp.where(valid, _logits(h_t, chunk[2], temperature), _MASKED)
+  m_t, d_t, x_t, e_t = _shift(carry["m_t"], t)
+  a_t = jnp.exp(d_t)
+  new.update(m_t=m_t, sum_t=a_t * carry["sum_t"] + jnp.sum(e_t, axis=-1))
+  if with_kl:
+    # Each old term's value (x_t - x_s) moves by d_t - d_s when the maxes move.
+    new["dif_t"] = a_t * (carry["dif_t"] + (d_t - d_s) * carry["sum_t"]) + jnp.sum(e_t * (x_t - x_s), axis=-1)
+    new["dif_s"] = a_s * (carry["dif_s"] + (d_s - d_t) * carry["sum_s"]) + jnp.sum(e_s * (x_s - x_t), axis=-1)
+  return new, None
+
+
+def _init(n, teacher, with_kl):
+  """Accumulators, float32 [N] each, for running maxes m_s, m_t (of logits s, t):
+
+  sum_s = sum_v exp(s - m_s); ent_s = sum_v exp(s - m_s) (s - m_s);
+  sum_t = sum_v exp(t - m_t); dif_t = sum_v exp(t - m_t) ((t - m_t) - (s - m_s));
+  dif_s = sum_v exp(s - m_s) ((s - m_s) - (t - m_t)).
+  The maxes start at _MASKED, so the first chunk's rescale factor is exactly 0.
+  """
+  names = ["sum_s", "ent_s"] + (["sum_t"] if teacher else []) + (["dif_t", "dif_s"] if with_kl else [])
+  carry = {name: jnp.zeros((n,), jnp.float32) for name in names}
+  carry.update({m: jnp.full((n,), _MASKED, jnp.float32) for m in (["m_s", "m_t"] if teacher else ["m_s"])})
+  return carry
+
+
+def token_stats(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0, chunk_size=4096,
+                with_kl=False) -> TokenStats:
+  """Student (and teacher) softmax statistics per row without materialising the [N, V] logits.
+
+  h_s [..., D] student final hidden states (any float dtype); w_s [D, V] student unembedding;
+  targets int [...] token ids in [0, V) (the tokens whose log-probs are wanted);
+  h_t [..., D_t], w_t [D_t, V]: the teacher's, optional, stop-gradient.
+  Logits are (h @ w) / temperature in float32. The vocabulary is scanned in chunks of
+  min(chunk_size, V) columns; W is padded with zero columns up to a multiple of the chunk
+  and the padded logits are masked to a large finite negative. Peak extra memory: a few
+  float32 [N, chunk] per model. Differentiable w.r.t. h_s and w_s (autodiff through the
+  scan, chunk logits recomputed in the backward). Returns `TokenStats` (shapes as targets).
+  """
+  lead = targets.shape
+  h_s, targets, h_t, w_t = _prepare(h_s, w_s, targets, h_t, w_t, with_kl)
+  teacher = h_t is not None
+  vocab = w_s.shape[1]
+  chunk = min(chunk_size, vocab)
+  n_chunks = -(-vocab // chunk)
+
+  def chunked(w):  # [D, V] -> [n_chunks, D, chunk]
+    w = jnp.pad(w, ((0, 0), (0, n_chunks * chunk - vocab)))
+    return w.reshape(w.shape[0], n_chunks, chunk).swapaxes(0, 1)
+
+  valid = (jnp.arange(n_chunks * chunk) < vocab).reshape(n_chunks, chunk)
+  xs = (chunked(w_s), valid) + ((chunked(w_t),) if teacher else ())
+  step = jax.checkpoint(functools.partial(_chunk_step, h_s=h_s, h_t=h_t, temperature=temperature,
+                                          with_kl=with_kl))
+  acc, _ = jax.lax.scan(step, _init(h_s.shape[0], teacher, with_kl), xs)
+
+  log_sum_s = jnp.log(acc["sum_s"])
+  lse_s = acc["m_s"] + log_sum_s
+  out = {"logsumexp": lse_s, "logprob": _target_logit(h_s, w_s, targets, temperature) - lse_s,
+         "entropy": log_sum_s - acc["ent_s"] / acc["sum_s"]}
+  if teacher:
+    log_sum_t = jnp.log(acc["sum_t"])
+    out["teacher_logprob"] = _target_logit(h_t, w_t, targets, temperature) - (acc["m_t"] + log_sum_t)
+    if with_kl:
+      out["kl_ts"] = acc["dif_t"] / acc["sum_t"] + log_sum_s - log_sum_t
+      out["kl_st"] = acc["dif_s"] / acc["sum_s"] + log_sum_t - log_sum_s
+  return TokenStats(**{k: v.reshape(lead) for k, v in out.items()})
+
+
+IMPLEMENTATIONS = {"naive": token_stats_naive, "xla_chunked": token_stats}

@@ -18,7 +18,6 @@ from caopd_jax import models
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.weights import orbax_checkpoint
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -39,11 +38,8 @@ def parse_args(argv):
 
 def _source_tokenizer(src: str, step: int | None):
   """The tokenizer stored with SRC, or None (with a warning) when it has none."""
-  where = src
-  if models.source_kind(src) == "orbax":
-    where = orbax_checkpoint.resolve(src, step)
   try:
-    return load_tokenizer(where)
+    return load_tokenizer(models.tokenizer_path(src, step))
   except InputNotFoundError:
     print(f"warning: {src} has no tokenizer; writing weights only", file=sys.stderr)
     return None

@@ -18,7 +18,6 @@ from caopd_jax import models, rollout
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.weights import orbax_checkpoint
 
 
 def parse_args(argv):
@@ -51,10 +50,7 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   start = time.time()
   config, params = models.load(args.model, dtype=jnp.dtype(args.dtype))
-  tok_source = args.model
-  if models.source_kind(args.model) == "orbax":
-    tok_source = orbax_checkpoint.resolve(args.model)
-  tokenizer = load_tokenizer(tok_source)
+  tokenizer = load_tokenizer(models.tokenizer_path(args.model))
   texts = args.prompt
   if args.chat:
     system = [{"role": "system", "content": args.system}] if args.system else []

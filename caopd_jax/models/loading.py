@@ -29,6 +29,11 @@ def source_kind(path: str) -> str:
                            f"no step folders; found: {found})")
 
 
+def tokenizer_path(path: str, step: int | None = None) -> str:
+  """Where the tokenizer of a weight source lives: the source itself, or the chosen step of an Orbax run."""
+  return orbax_checkpoint.resolve(path, step) if source_kind(path) == "orbax" else path
+
+
 def load(path: str, dtype=jnp.float32, step: int | None = None) -> tuple[ModelConfig, dict]:
   """(config, params) from a HF folder, a `.gguf` file or an Orbax checkpoint of this project.
 

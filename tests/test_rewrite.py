@@ -151,8 +151,13 @@ def test_rewrite_batch(ours_smollm2, texts, prompts, enabled, data):
       target = out.stats["target"][i // k]
       assert got == _check_rewrite(tok, row, target, max_tokens).ids
       assert out.edited[i] == (got != row)
+      # the confidence mask covers the value's tokens, just before EOS, and nothing of "Confidence:"
+      value_ids = out.ids[i][out.confidence_mask[i].astype(bool)].tolist()
+      assert target in tok.decode(value_ids) and "Confidence" not in tok.decode(value_ids)
+      assert out.confidence_mask[i, out.lengths[i] - 1] == 0 and out.confidence_mask[i, out.lengths[i] - 2] == 1
     else:
       assert got == row and not out.edited[i] and not out.truncated_body[i]
+      assert not out.confidence_mask[i].any()
 
 
 def test_rewrite_batch_disabled_rejects_long_rows(ours_smollm2):

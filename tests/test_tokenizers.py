@@ -459,3 +459,24 @@ def test_corrupt_gguf(tmp_path):
 def test_errors_are_caopd_errors():
   for cls in (InputNotFoundError, UnsupportedModelError, CheckpointFormatError):
     assert issubclass(cls, CaopdError)
+
+
+def test_character_tokenizer_round_trips_and_matches_transformers(tmp_path):
+  from caopd_jax.tokenizers.characters import CHARACTERS, character_tokenizer
+  tok = character_tokenizer()
+  text = "12 + 35 = 47\n<answer>47</answer>\tConfidence: 0.62 ~{}"
+  ids = tok.encode(text)
+  assert len(ids) == len(text) and tok.decode(ids) == text            # one id per character
+  assert tok.vocab_size == 4 + len(CHARACTERS) and tok.encode("é") == [tok.token_to_id("<unk>")]
+  assert tok.stop_ids == (tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>"))
+  messages = [{"role": "system", "content": "Compute."}, {"role": "user", "content": "What is 2 + 3?"}]
+  prompt = tok.apply_chat_template(messages)
+  assert prompt.endswith("<|im_start|>assistant\n")
+  tok.save(str(tmp_path))
+  reloaded = load_tokenizer(str(tmp_path))
+  reference = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  for ours in (tok, reloaded):
+    assert ours.encode(prompt) == reference.encode(prompt, add_special_tokens=False)
+  assert reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == prompt
+  assert reloaded.decode(tok.encode(prompt), skip_special_tokens=True) == reference.decode(
+      tok.encode(prompt), skip_special_tokens=True)

@@ -86,6 +86,14 @@ def test_orbax_round_trip_and_steps(qwen2_folder, tmp_path):
     models.load(str(run), step=15)
 
 
+def test_orbax_paths_relative_to_the_working_directory(qwen2_folder, tmp_path, monkeypatch):
+  _, src = qwen2_folder
+  config, params = models.load(src)
+  monkeypatch.chdir(tmp_path)
+  models.save("relative/model", config, params)
+  _assert_same_params(models.load("relative/model")[1], params)
+
+
 def test_existing_output_is_refused_and_kept(qwen2_folder, tmp_path):
   _, src = qwen2_folder
   config, params = models.load(src)

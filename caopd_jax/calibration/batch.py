@@ -58,7 +58,8 @@ class DistillBatch(NamedTuple):
   """One step's arrays; R = prompts x K rows, C = max_completion_tokens.
 
   student_tokens int32 [R, Ps + C], student_mask bool [R, Ps + C]; teacher_tokens / teacher_mask
-  [R, Pt + C]; completion int32 [R, C]; loss_mask float32 [R, C]; sampled_logprobs float32 [R, C]
+  [R, Pt + C]; completion int32 [R, C]; loss_mask float32 [R, C]; confidence_mask float32 [R, C] (the
+  rewritten confidence value's tokens, for the calibration term; 0 without calibration); sampled_logprobs float32 [R, C]
   (model log-probs at sampling time, 0 where the completion was edited); edited bool [R];
   correct bool [P, K]; stats: per-prompt arrays (rewrite.rollout_stats); counts: policy counters.
   """
@@ -68,6 +69,7 @@ class DistillBatch(NamedTuple):
   teacher_mask: np.ndarray
   completion: np.ndarray
   loss_mask: np.ndarray
+  confidence_mask: np.ndarray
   sampled_logprobs: np.ndarray
   edited: np.ndarray
   correct: np.ndarray
@@ -133,7 +135,9 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
   student_prompt, student_prompt_mask = _left_pad(repeat(prompts.ids), max(map(len, prompts.ids)), pad)
   teacher_prompt, teacher_prompt_mask = _left_pad(repeat(teacher_ids), max(map(len, teacher_ids)), pad)
   completion_mask = rewritten.loss_mask.astype(bool)
-  loss_mask = (completion_mask & np.repeat(keep, k)[:, None]).astype(np.float32)
+  kept_rows = np.repeat(keep, k)[:, None]
+  loss_mask = (completion_mask & kept_rows).astype(np.float32)
+  confidence_mask = (rewritten.confidence_mask.astype(bool) & kept_rows).astype(np.float32)
   sampled = np.zeros((num_prompts * k, c), np.float32)
   n = min(c, rollouts.model_logprobs.shape[2])
   sampled[:, :n] = rollouts.model_logprobs.reshape(num_prompts * k, -1)[:, :n]
@@ -143,5 +147,5 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
       student_mask=np.concatenate([student_prompt_mask, completion_mask], axis=1),
       teacher_tokens=np.concatenate([teacher_prompt, rewritten.ids], axis=1),
       teacher_mask=np.concatenate([teacher_prompt_mask, completion_mask], axis=1),
-      completion=rewritten.ids, loss_mask=loss_mask, sampled_logprobs=sampled, edited=rewritten.edited,
+      completion=rewritten.ids, loss_mask=loss_mask, confidence_mask=confidence_mask, sampled_logprobs=sampled, edited=rewritten.edited,
       correct=correct, stats=rewritten.stats, counts=counts)

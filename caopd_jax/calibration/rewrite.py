@@ -81,6 +81,11 @@ def confidence_line_ids(tokenizer: Tokenizer, target: str) -> list[int]:
   return joined[len(anchor):] if joined[:len(anchor)] == anchor else tokenizer.encode(line)
 
 
+def value_token_count(tokenizer: Tokenizer, line_ids: list[int], target: str) -> int:
+  """How many trailing ids of the confidence line spell the value: the fewest whose text contains `target`."""
+  return next(n for n in range(1, len(line_ids) + 1) if target in tokenizer.decode(line_ids[-n:]))
+
+
 def _until_stop(ids: Sequence[int], stop_ids: set[int]) -> list[int]:
   ids = [int(i) for i in ids]
   return next((ids[:n] for n, i in enumerate(ids) if i in stop_ids), ids)
@@ -134,12 +139,14 @@ class RewrittenBatch(NamedTuple):
   """Training completions of P prompts x K rollouts, row p*K + k for rollout k of prompt p.
 
   ids int32 [P*K, max_tokens] (pad_id after each row's end); loss_mask int32 [P*K, max_tokens]
-  (1 on every completion token, confidence line and EOS included); lengths int32 [P*K];
+  (1 on every completion token, confidence line and EOS included); confidence_mask int32 [P*K, max_tokens]
+  (1 on the ids that spell the rewritten confidence value, e.g. "0.62"; all 0 when disabled); lengths int32 [P*K];
   edited bool [P*K]: ids differ from the sampled ones (no sampling-time importance correction there);
   truncated_body bool [P*K]; stats: rollout_stats of the ORIGINAL rollouts, per prompt.
   """
   ids: np.ndarray
   loss_mask: np.ndarray
+  confidence_mask: np.ndarray
   lengths: np.ndarray
   edited: np.ndarray
   truncated_body: np.ndarray
@@ -162,9 +169,11 @@ def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray,
                      for rows in sampled], dtype=np.float64)  # None -> NaN
   stats = rollout_stats(correct, stated)
   line_ids = {target: confidence_line_ids(tokenizer, target) for target in set(stats["target"])}
-  rows, truncated = [], []
+  value_counts = {target: value_token_count(tokenizer, ids, target) for target, ids in line_ids.items()}
+  rows, truncated, values = [], [], []
   for target, prompt_rows in zip(stats["target"], sampled):
     for row in prompt_rows:
+      values.append(value_counts[target] if enabled else 0)
       cut = False
       if enabled:
         row, _, cut = rewrite_completion(tokenizer, row, target, max_tokens, eos_id, line_ids[target])
@@ -177,6 +186,9 @@ def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray,
   out_lengths = np.array([len(r) for r in rows], dtype=np.int32)
   for i, row in enumerate(rows):
     ids[i, :len(row)] = row
-  loss_mask = (np.arange(max_tokens) < out_lengths[:, None]).astype(np.int32)
+  columns = np.arange(max_tokens)
+  loss_mask = (columns < out_lengths[:, None]).astype(np.int32)
+  value_end = out_lengths[:, None] - 1  # the value ends just before EOS
+  confidence_mask = ((columns < value_end) & (columns >= value_end - np.array(values)[:, None])).astype(np.int32)
   edited = np.array([row != original for row, original in zip(rows, sum(sampled, []))], dtype=bool)
-  return RewrittenBatch(ids, loss_mask, out_lengths, edited, np.array(truncated, dtype=bool), stats)
+  return RewrittenBatch(ids, loss_mask, confidence_mask, out_lengths, edited, np.array(truncated, dtype=bool), stats)

@@ -85,18 +85,25 @@ def streaming_reverse_kl(h_s, w_s, h_t, w_t, *, temperature=1.0, chunk_size=4096
                      with_kl=True).kl_st
 
 
-def masked_mean(values, mask, skip_first: int = 0):
-  """Scalar: mean over sequences of each sequence's mean over its loss tokens.
+def sequence_means(values, mask, skip_first: int = 0):
+  """(per-sequence means [B], present bool [B]): each sequence's mean over its loss tokens.
 
   values float [B, C] and mask [B, C] (true/1 = a loss token) are completion-aligned: column 0 is
   the first completion token. Columns < skip_first are excluded (the reference skips 3). Masked-out
-  values are ignored even if NaN. Sequences with no loss token left are left out of the mean over
-  sequences; if no sequence has one, the result is 0.0 with zero gradient (an empty batch
-  contributes no loss rather than NaN).
+  values are ignored even if NaN. A sequence with no loss token left is not `present`; its mean is 0.
   """
   keep = mask.astype(bool) & (jnp.arange(values.shape[1]) >= skip_first)[None, :]
   counts = jnp.sum(keep, axis=1)
   sums = jnp.sum(jnp.where(keep, values, 0.0), axis=1)
   present = counts > 0
-  per_sequence = jnp.where(present, sums / jnp.maximum(counts, 1), 0.0)
-  return jnp.sum(per_sequence) / jnp.maximum(jnp.sum(present), 1)
+  return jnp.where(present, sums / jnp.maximum(counts, 1), 0.0), present
+
+
+def masked_mean(values, mask, skip_first: int = 0):
+  """Scalar: mean over the present sequences of `sequence_means` (per-sequence token mean, then batch mean).
+
+  If no sequence has a loss token, the result is 0.0 with zero gradient (an empty batch
+  contributes no loss rather than NaN).
+  """
+  means, present = sequence_means(values, mask, skip_first)
+  return jnp.sum(means) / jnp.maximum(jnp.sum(present), 1)

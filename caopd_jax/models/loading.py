@@ -31,7 +31,7 @@ def source_kind(path: str) -> str:
 
 def tokenizer_path(path: str, step: int | None = None) -> str:
   """Where the tokenizer of a weight source lives: the source itself, or the chosen step of an Orbax run."""
-  return orbax_checkpoint.resolve(path, step) if source_kind(path) == "orbax" else path
+  return orbax_checkpoint.resolve(path, step)[0] if source_kind(path) == "orbax" else path
 
 
 def load(path: str, dtype=jnp.float32, step: int | None = None) -> tuple[ModelConfig, dict]:

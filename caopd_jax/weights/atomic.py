@@ -30,3 +30,21 @@ def atomic_directory(path: str, overwrite: bool = False) -> Iterator[str]:
   if os.path.exists(path):
     shutil.rmtree(path)
   os.rename(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+  """Yields a temporary file path beside `path`; on success it replaces `path`, on error it is removed."""
+  path = os.path.abspath(path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
+  os.close(fd)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give it an ordinary file's mode
+  try:
+    yield tmp
+  except BaseException:
+    os.remove(tmp)
+    raise
+  os.replace(tmp, path)

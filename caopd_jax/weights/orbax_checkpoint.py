@@ -6,8 +6,14 @@ Layout of one checkpoint folder:
     PATH/params/             Orbax (StandardCheckpointer) pytree of the params
     PATH/tokenizer/          Hugging Face tokenizer files, when saved with a tokenizer
 
-A training run keeps several such folders as `RUN/<step>/`; pointing `load_orbax`
-at `RUN` picks the latest complete step, `step=N` a given one.
+Run folders hold several steps, in one of two layouts:
+
+    RUN/<step>/...                              several checkpoint folders as above
+    RUN/model_config.json, RUN/tokenizer/,      a training run (caopd_jax.train): one model config,
+    RUN/checkpoints/<step>/params/              the student's params per step (beside the trainer's
+                                                own train_state/ and loop/ items)
+
+Pointing `load_orbax` at `RUN` picks the latest complete step, `step=N` a given one.
 """
 
 import json
@@ -24,29 +30,31 @@ from caopd_jax.weights.atomic import atomic_directory
 
 FORMAT = "caopd-jax-params"
 CONFIG_FILE = "model_config.json"
+TRAINING_CHECKPOINTS = "checkpoints"
 
 
-def _step_dirs(path: str) -> dict[int, str]:
-  """Complete step sub-folders of a run folder: step -> path."""
+def _step_dirs(path: str) -> dict[int, tuple[str, str]]:
+  """Complete steps of a run folder: step -> (folder with model_config.json, folder with params/)."""
+  training = os.path.join(path, TRAINING_CHECKPOINTS)
+  if os.path.exists(os.path.join(path, CONFIG_FILE)) and os.path.isdir(training):
+    return {int(name): (path, os.path.join(training, name)) for name in os.listdir(training)
+            if name.isdigit() and os.path.isdir(os.path.join(training, name, "params"))}
   if not os.path.isdir(path):
     return {}
-  steps = {}
-  for name in os.listdir(path):
-    sub = os.path.join(path, name)
-    if name.isdigit() and os.path.exists(os.path.join(sub, CONFIG_FILE)):
-      steps[int(name)] = sub
-  return steps
+  return {int(name): (os.path.join(path, name),) * 2 for name in os.listdir(path)
+          if name.isdigit() and os.path.exists(os.path.join(path, name, CONFIG_FILE))}
 
 
 def is_orbax_checkpoint(path: str) -> bool:
   return os.path.exists(os.path.join(path, CONFIG_FILE)) or bool(_step_dirs(path))
 
 
-def resolve(path: str, step: int | None = None) -> str:
-  """The single-checkpoint folder for `path` (itself, its latest step, or `step`)."""
-  if step is None and os.path.exists(os.path.join(path, CONFIG_FILE)):
-    return path
+def resolve(path: str, step: int | None = None) -> tuple[str, str]:
+  """(folder with model_config.json and tokenizer/, folder with params/) for `path`: a checkpoint
+  folder, or a run folder's latest step or `step`."""
   steps = _step_dirs(path)
+  if step is None and not steps and os.path.exists(os.path.join(path, CONFIG_FILE)):
+    return path, path
   if not steps:
     raise InputNotFoundError(f"{path}: no checkpoint here (no {CONFIG_FILE} and no complete step folders)")
   if step is None:
@@ -82,11 +90,11 @@ def save_orbax(path: str, config: ModelConfig, params: dict, tokenizer=None, ove
 
 def load_orbax(path: str, dtype=np.float32, step: int | None = None) -> tuple[ModelConfig, dict]:
   """(config, params as jax arrays of `dtype`) from a checkpoint folder or a run folder."""
-  folder = resolve(path, step)
-  config = read_config(folder)
+  config_folder, folder = resolve(path, step)
+  config = read_config(config_folder)
   target = transformer.param_shapes(config, dtype)
   try:
-    params = ocp.StandardCheckpointer().restore(os.path.join(folder, "params"), target)
+    params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(folder, "params")), target)
   except Exception as e:  # Orbax raises a variety of errors for missing/corrupt/mismatched trees
     raise CheckpointFormatError(f"{folder}/params: cannot restore the params ({type(e).__name__}: {e})") from None
   return config, jax.tree.map(lambda x: x.astype(dtype), params)

@@ -1,0 +1,171 @@
+"""The training config: every field with its default and meaning, and its validation.
+
+A config file is a Python file whose `get_config()` returns `default_config()` with changes:
+
+    from caopd_jax.train.config import default_config
+    def get_config():
+      config = default_config()
+      config.model.path = "/models/Qwen3-8B"
+      return config
+
+The returned ConfigDict is locked: assigning a key that does not exist fails with a close-match
+suggestion, and a value of the wrong type fails. `validate` then checks choices and the
+relations between fields (batch sizes, budgets) before anything is loaded or compiled.
+Defaults are the CaOPD reference's (CAOPD.md section 9) unless a comment says otherwise.
+"""
+
+import dataclasses
+
+import ml_collections
+
+from caopd_jax.data.prompts import PromptConfig
+from caopd_jax.errors import CaopdError
+
+DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl", "jsd")
+TOKEN_STATS = ("xla_chunked", "naive")
+DTYPES = ("float32", "bfloat16")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All fields of a training run, documented; locked."""
+  c = ml_collections.ConfigDict()
+  c.seed = 42                       # seeds the data order, the rollouts and nothing else (params come from model.path)
+  c.mesh = "1"                      # device mesh; "1" = one device (the sharding issue adds real meshes)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.path = ""                 # starting weights: HF folder, .gguf file, or caopd-jax Orbax checkpoint/run
+  c.model.step = -1                 # step of an Orbax run folder to start from; -1 = latest
+  c.model.dtype = "float32"         # student params and compute: float32 or bfloat16
+  c.model.teacher_dtype = "float32"  # EMA teacher params (float32 keeps rate-0.01 updates from rounding away)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "arithmetic"        # arithmetic | science | tooluse | a save_to_disk folder | a .jsonl file
+  c.data.split = "train"            # split of a named dataset
+  c.data.data_dir = ""              # root of the named datasets; "" = $CAOPD_DATA_DIR or ../shared/data
+  c.data.num_examples = 2000        # arithmetic only: how many problems
+  c.data.difficulty = (1, 2)        # arithmetic only: levels to mix (caopd_jax/data/arithmetic.py)
+  c.data.num_epochs = 0             # passes over the data; 0 = repeat until train.steps
+
+  c.prompts = ml_collections.ConfigDict(dataclasses.asdict(PromptConfig()))  # prompt wording (data/prompts.py)
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.prompts_per_step = 4    # prompts sampled per rollout batch (x num_samples sequences)
+  c.rollout.num_samples = 8         # K rollouts per prompt; P_acc = correct / K
+  c.rollout.temperature = 1.0       # sampling temperature of the rollouts (0 = greedy)
+  c.rollout.top_k = 0               # 0 = off
+  c.rollout.top_p = 1.0             # 1.0 = off
+  c.rollout.decode_chunk = 64       # decode steps per compiled call (progress/early-exit granularity)
+
+  c.distill = ml_collections.ConfigDict()
+  c.distill.calibrate = True        # CaOPD's confidence rewrite; False = plain OPD / SDFT baseline
+  c.distill.teacher_mode = "demo"   # demo (a demonstration) | correct_solution (a verified rollout)
+  c.distill.no_correct_policy = "demo"  # correct_solution with no correct rollout: demo | skip
+  c.distill.max_prompt_tokens = 1024    # longer student/teacher prompts drop the example
+  c.distill.max_completion_tokens = 1024  # sampling budget and rewrite budget
+  c.distill.divergence = "sampled_token"  # sampled_token | forward_kl | reverse_kl | jsd (see losses/divergences.py)
+  c.distill.alpha = 0.5             # jsd only: mixture weight of the teacher, in (0, 1)
+  c.distill.skip_first_tokens = 3   # completion tokens excluded from the divergence
+  c.distill.calibration_weight = 0.0  # lambda: weight of the student's CE on the confidence-value tokens
+  c.distill.temperature = 1.0       # softmax temperature of both models in the loss
+  c.distill.token_stats = "xla_chunked"  # xla_chunked | naive (materialises [tokens, vocab] logits)
+  c.distill.vocab_chunk = 4096      # vocabulary columns per chunk of xla_chunked
+  c.distill.teacher_ema = 0.01      # teacher <- a * student + (1 - a) * teacher after every step
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 2e-5                 # peak learning rate
+  c.optim.warmup_fraction = 0.1     # linear warmup over this fraction of train.steps, then cosine to 0
+  c.optim.weight_decay = 0.0        # AdamW decoupled weight decay
+  c.optim.clip_norm = 1.0           # global gradient-norm clip
+  c.optim.b1 = 0.9                  # Adam moment decay rates and epsilon
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8                # (b2 and eps: see b1)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 100               # optimizer steps
+  c.train.batch_size = 32           # sequences per optimizer step; divides prompts_per_step * num_samples
+  c.train.micro_batch_size = 8      # sequences per forward/backward (gradient accumulation); divides batch_size
+  c.train.output_dir = "runs/caopd"  # checkpoints, logs and the config; an existing run there is resumed
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every = 50           # save every N optimizer steps (and at the end, and on SIGTERM/SIGINT)
+  c.checkpoint.keep = 3             # keep the last N checkpoints
+  c.checkpoint.async_save = True    # write in the background while training continues
+
+  c.log = ml_collections.ConfigDict()
+  c.log.tensorboard = True          # tensorboardX event files under output_dir/tensorboard
+  c.log.progress = True             # console progress bar
+  c.lock()
+  return c
+
+
+def _choice(config, path: str, value, choices) -> None:
+  if value not in choices:
+    raise CaopdError(f"config.{path} = {value!r} is not one of {list(choices)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises CaopdError naming the field for a value out of range or fields that do not fit together."""
+  _choice(config, "model.dtype", config.model.dtype, DTYPES)
+  _choice(config, "model.teacher_dtype", config.model.teacher_dtype, DTYPES)
+  _choice(config, "distill.divergence", config.distill.divergence, DIVERGENCES)
+  _choice(config, "distill.token_stats", config.distill.token_stats, TOKEN_STATS)
+  _choice(config, "distill.teacher_mode", config.distill.teacher_mode, ("demo", "correct_solution"))
+  _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, ("demo", "skip"))
+  if config.mesh != "1":
+    raise CaopdError(f"--mesh={config.mesh}: this version trains on one device only; use --mesh=1")
+  if not config.model.path:
+    raise CaopdError("config.model.path is empty: set it to the starting weights (HF folder, .gguf or checkpoint)")
+  positive = {"rollout.prompts_per_step": config.rollout.prompts_per_step, "rollout.num_samples":
+              config.rollout.num_samples, "train.steps": config.train.steps, "train.batch_size":
+              config.train.batch_size, "train.micro_batch_size": config.train.micro_batch_size,
+              "checkpoint.every": config.checkpoint.every, "checkpoint.keep": config.checkpoint.keep,
+              "distill.max_prompt_tokens": config.distill.max_prompt_tokens,
+              "distill.max_completion_tokens": config.distill.max_completion_tokens,
+              "distill.vocab_chunk": config.distill.vocab_chunk, "optim.lr": config.optim.lr,
+              "distill.temperature": config.distill.temperature}
+  for name, value in positive.items():
+    if value <= 0:
+      raise CaopdError(f"config.{name} must be > 0, got {value}")
+  rows = config.rollout.prompts_per_step * config.rollout.num_samples
+  if rows % config.train.batch_size:
+    raise CaopdError(f"config.train.batch_size={config.train.batch_size} must divide rollout.prompts_per_step x "
+                     f"rollout.num_samples = {config.rollout.prompts_per_step} x {config.rollout.num_samples} = {rows}")
+  if config.train.batch_size % config.train.micro_batch_size:
+    raise CaopdError(f"config.train.micro_batch_size={config.train.micro_batch_size} must divide "
+                     f"train.batch_size={config.train.batch_size}")
+  if not 0 < config.distill.teacher_ema <= 1:
+    raise CaopdError(f"config.distill.teacher_ema must be in (0, 1], got {config.distill.teacher_ema}")
+  if config.distill.divergence == "jsd" and not 0 < config.distill.alpha < 1:
+    raise CaopdError(f"config.distill.alpha must be in (0, 1) for jsd, got {config.distill.alpha} "
+                     "(alpha 0 and 1 are divergence=forward_kl and reverse_kl)")
+  if not 0 <= config.distill.skip_first_tokens < config.distill.max_completion_tokens:
+    raise CaopdError(f"config.distill.skip_first_tokens={config.distill.skip_first_tokens} must be in "
+                     f"[0, max_completion_tokens={config.distill.max_completion_tokens})")
+  if config.distill.calibration_weight < 0:
+    raise CaopdError(f"config.distill.calibration_weight must be >= 0, got {config.distill.calibration_weight}")
+  if config.distill.calibration_weight > 0 and not config.distill.calibrate:
+    raise CaopdError("config.distill.calibration_weight > 0 needs distill.calibrate=True (the calibration term's "
+                     "target is the rewritten confidence)")
+  if not 0 <= config.optim.warmup_fraction < 1:
+    raise CaopdError(f"config.optim.warmup_fraction must be in [0, 1), got {config.optim.warmup_fraction}")
+  if not 0 < config.rollout.top_p <= 1 or config.rollout.top_k < 0 or config.rollout.temperature < 0:
+    raise CaopdError("config.rollout needs 0 < top_p <= 1, top_k >= 0 and temperature >= 0")
+  if config.data.num_epochs < 0:
+    raise CaopdError(f"config.data.num_epochs must be >= 0 (0 = repeat), got {config.data.num_epochs}")
+
+
+def paper_config(model_path: str, dataset: str, steps: int) -> ml_collections.ConfigDict:
+  """The CaOPD reference's recipe (CAOPD.md section 9) for a 7-8B model on `dataset` (science or tooluse).
+
+  bf16 student, K=8 rollouts of 4 prompts = 32 sequences per optimizer step, lr 2e-5, 1024-token
+  prompts and completions, first 3 completion tokens skipped, teacher EMA 0.01; `steps` optimizer
+  steps (one epoch is the number of training prompts / 4).
+  """
+  c = default_config()
+  c.model.path, c.model.dtype = model_path, "bfloat16"
+  c.data.name, c.data.split, c.data.num_epochs = dataset, "train", 1
+  c.distill.divergence = "forward_kl"  # the reference trainer's default alpha = 0
+  c.train.steps, c.train.micro_batch_size = steps, 4
+  c.train.output_dir = f"runs/{dataset}-{model_path.rstrip('/').split('/')[-1]}"
+  c.checkpoint.every = 50
+  return c

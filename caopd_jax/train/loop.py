@@ -1,0 +1,171 @@
+"""The training loop: sample K rollouts -> verify, P_acc, rewrite -> jitted steps; checkpoints, logs, signals.
+
+One iteration takes `rollout.prompts_per_step` prompts, samples `rollout.num_samples` completions of
+each from the current student, builds the distillation batch (calibration/batch.py) and runs
+prompts_per_step x num_samples / train.batch_size optimizer steps on it, in order. Checkpoints are
+taken between iterations, so a run resumes at an iteration boundary: the rollouts of iteration i
+come from fold_in(seed, step), the data iterator's position is saved, and XLA on CPU is
+deterministic, so a resumed run repeats the uninterrupted run's losses exactly.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from caopd_jax import models, rollout
+from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
+from caopd_jax.calibration.rewrite import confidence_line_ids
+from caopd_jax.data.pipeline import batch_iterator
+from caopd_jax.data.prompts import PromptConfig
+from caopd_jax.data.sources import load_examples
+from caopd_jax.errors import CaopdError
+from caopd_jax.tokenizers import load_tokenizer
+from caopd_jax.train.checkpoint import RunCheckpoints, check_resumable
+from caopd_jax.train.config import validate
+from caopd_jax.train.logger import RunLogger
+from caopd_jax.train.loss import LossBatch, LossSettings
+from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
+from caopd_jax.train.signals import StopSignals
+from caopd_jax.train.step import init_state, make_train_step
+
+PROMPT_BUCKET = 32  # prompt widths are padded to multiples of this, to bound recompilation
+
+
+def _settings(config) -> tuple[DistillSettings, LossSettings]:
+  d = config.distill
+  distill = DistillSettings(calibrate=d.calibrate, teacher_mode=d.teacher_mode, no_correct_policy=d.no_correct_policy,
+                            max_prompt_tokens=d.max_prompt_tokens, max_completion_tokens=d.max_completion_tokens,
+                            prompts=PromptConfig(**config.prompts.to_dict()))
+  loss = LossSettings(divergence=d.divergence, alpha=d.alpha, skip_first=d.skip_first_tokens,
+                      calibration_weight=d.calibration_weight, temperature=d.temperature,
+                      token_stats=d.token_stats, vocab_chunk=d.vocab_chunk)
+  return distill, loss
+
+
+def _pad_rows(batch, rows: int, pad_id: int) -> LossBatch:
+  """NumPy LossBatch of exactly `rows` rows (empty rows have no loss tokens), prompts left-padded to buckets."""
+  c = batch.completion.shape[1]
+
+  def side(tokens, mask):
+    width = -(-(tokens.shape[1] - c) // PROMPT_BUCKET) * PROMPT_BUCKET + c
+    out_tokens = np.full((rows, width), pad_id, np.int32)
+    out_mask = np.zeros((rows, width), bool)
+    out_tokens[:len(tokens), width - tokens.shape[1]:] = tokens
+    out_mask[:len(tokens), width - tokens.shape[1]:] = mask
+    return out_tokens, out_mask
+
+  def grow(x):
+    return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)])
+
+  return LossBatch(*side(batch.student_tokens, batch.student_mask), *side(batch.teacher_tokens, batch.teacher_mask),
+                   grow(batch.completion), grow(batch.loss_mask), grow(batch.confidence_mask))
+
+
+def _rollout_metrics(batch, rollouts, seconds: float) -> dict:
+  stated = batch.stats["mean_confidence"]
+  adherence = batch.stats["format_adherence"]
+  parsed = adherence > 0
+  weights = adherence[parsed]
+  return {"rollout/accuracy": float(batch.correct.mean()),
+          "rollout/mean_confidence": float(np.average(stated[parsed], weights=weights)) if parsed.any() else np.nan,
+          "rollout/format_adherence": float(adherence.mean()),
+          "rollout/edited": float(batch.edited.mean()),
+          "rollout/truncated": float(rollouts.truncated.mean()),
+          "rollout/mean_length": float(rollouts.lengths.mean()),
+          "speed/rollout_tokens_per_s": float(rollouts.lengths.sum() / max(seconds, 1e-9))}
+
+
+def train(config) -> str:
+  """Runs (or resumes) the training run of `config` (a validated train config); returns the run folder."""
+  validate(config)
+  dtype = jnp.dtype(config.model.dtype)
+  step_arg = None if config.model.step < 0 else config.model.step
+  model_config, params = models.load(config.model.path, dtype, step_arg)
+  tokenizer = load_tokenizer(models.tokenizer_path(config.model.path, step_arg))
+  examples = load_examples(config.data.name, config.data.split, data_dir=config.data.data_dir or None,
+                           num_examples=config.data.num_examples, seed=config.seed,
+                           difficulty=list(config.data.difficulty))
+  distill, loss_settings = _settings(config)
+  line = len(confidence_line_ids(tokenizer, "0.00")) + 1
+  if config.distill.calibrate and line > config.distill.max_completion_tokens:
+    raise CaopdError(f"config.distill.max_completion_tokens={config.distill.max_completion_tokens} cannot hold the "
+                     f"rewritten confidence line ({line} tokens with EOS for this tokenizer); raise it")
+  o, total = config.optim, config.train.steps
+  schedule = learning_rate_schedule(o.lr, total, o.warmup_fraction)
+  optimizer = make_optimizer(o.lr, total, warmup_fraction=o.warmup_fraction, weight_decay=o.weight_decay,
+                             clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, eps=o.eps)
+  state = init_state(params, optimizer, jnp.dtype(config.model.teacher_dtype))
+  data = batch_iterator(examples, config.rollout.prompts_per_step, config.seed, config.data.num_epochs or None)
+  run_dir = config.train.output_dir
+  checkpoints = RunCheckpoints(run_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  latest = checkpoints.latest_step()
+  if latest is None:
+    checkpoints.write_run_files(config.to_dict(), model_config, tokenizer)
+  else:
+    check_resumable(run_dir, config.to_dict())
+    state, loop_state = checkpoints.restore(latest, state)
+    data.set_state(loop_state["data"])
+  step_fn = make_train_step(model_config, loss_settings, optimizer, schedule, config.distill.teacher_ema,
+                            config.train.batch_size // config.train.micro_batch_size)
+  step = int(state.step)
+  logger = RunLogger(run_dir, total, step, tensorboard=config.log.tensorboard, progress=config.log.progress)
+  if latest is not None:
+    logger.message(f"resumed {run_dir} at step {step}")
+  rows = config.rollout.prompts_per_step * config.rollout.num_samples
+  pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+  saved = step
+  try:
+    with StopSignals() as stop:
+      while step < total and not stop.requested:
+        try:
+          example_batch = next(data)
+        except StopIteration:
+          logger.message(f"the data ran out after {config.data.num_epochs} epoch(s) at step {step}")
+          break
+        started = time.perf_counter()
+        prompts = prepare_prompts(example_batch, tokenizer, distill)
+        if not prompts.examples:
+          logger.message(f"step {step}: every prompt of this batch is over distill.max_prompt_tokens; skipped")
+          continue
+        rollouts = rollout.sample(
+            model_config, state.student, prompts.ids, jax.random.fold_in(jax.random.key(config.seed), step),
+            num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
+            temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
+            stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk)
+        batch = build_batch(prompts, rollouts, tokenizer, distill)
+        rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
+        arrays = _pad_rows(batch, rows, pad_id)
+        for start in range(0, rows, config.train.batch_size):
+          if step >= total:
+            break
+          started = time.perf_counter()
+          part = LossBatch(*(jnp.asarray(a[start:start + config.train.batch_size]) for a in arrays))
+          state, metrics = step_fn(state, part)
+          metrics = jax.device_get(metrics)
+          seconds = time.perf_counter() - started
+          if not metrics["finite"]:
+            checkpoints.wait()
+            last = checkpoints.latest_step()
+            kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written yet"
+            raise CaopdError(f"step {step + 1}: the loss ({metrics['loss']}), the gradient norm "
+                             f"({metrics['grad_norm']}) or the updated params are not finite, so the update was not "
+                             f"applied; {kept} (in {run_dir}). Try a lower optim.lr")
+          step += 1
+          student_tokens = float(np.asarray(part.student_mask).sum())
+          logger.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"}, **rollout_metrics,
+                            "speed/train_tokens_per_s": student_tokens / seconds, "speed/step_time_s": seconds})
+        if step // config.checkpoint.every > saved // config.checkpoint.every or step >= total or stop.requested:
+          checkpoints.save(state, {"data": data.get_state(), "step": step})
+          saved = step
+      if stop.requested:
+        logger.message(f"stopped by {stop.requested} at step {step}; checkpoint saved in {run_dir}; "
+                       "run the same command again to resume")
+    if saved != step:
+      checkpoints.save(state, {"data": data.get_state(), "step": step})
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+    logger.close()
+  return run_dir

@@ -1,0 +1,117 @@
+"""The distillation loss of one (micro-)batch: divergence + lambda * calibration, for student and teacher.
+
+Both models run the same graphdef on their own sequences: the student on its prompt + completion,
+the teacher (its own params, under stop_gradient) on the privileged teacher prompt + the same
+completion. Completion token t of a row is predicted at column P - 1 + t of that side (P = its
+prompt width), so both sides are sliced to the C completion positions before the LM head. Per
+completion token, `token_stats` (streamed over the vocabulary unless `naive`) gives log-probs,
+entropy and KLs; then
+
+  divergence   sampled_token: REINFORCE surrogate of the sampled-token reverse KL (the default);
+               forward_kl / reverse_kl: full-vocabulary KL(p_t || p_s) / KL(p_s || p_t);
+               jsd: the generalised JSD with `alpha` (materialises [rows, C, V] logits of both models)
+               per-sequence mean over loss tokens from `skip_first` on, then mean over sequences;
+  calibration  -log p_s of the rewritten confidence-value tokens (`confidence_mask`), same means;
+  loss         divergence + calibration_weight * calibration (the term is not traced at weight 0,
+               which is the paper's CaOPD exactly).
+
+Gradient accumulation must give the full batch's loss: `micro_batch_loss` divides each
+sequence's mean by the number of present sequences of the FULL batch (`normalizers`), so the
+micro-batch losses and gradients simply add up.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from caopd_jax.losses import divergences
+from caopd_jax.losses.token_stats import IMPLEMENTATIONS
+from caopd_jax.models import transformer
+from caopd_jax.models.config import ModelConfig
+
+
+class LossSettings(NamedTuple):
+  """Static loss options (part of the compiled program); see configs' `distill` group."""
+  divergence: str = "sampled_token"
+  alpha: float = 0.5
+  skip_first: int = 3
+  calibration_weight: float = 0.0
+  temperature: float = 1.0
+  token_stats: str = "xla_chunked"
+  vocab_chunk: int = 4096
+
+
+class LossBatch(NamedTuple):
+  """Device arrays of B rows. student_tokens / student_mask [B, Ps + C]; teacher_tokens / teacher_mask
+  [B, Pt + C]; completion int32 [B, C] (the last C columns of both sides); loss_mask, confidence_mask float32 [B, C]."""
+  student_tokens: jax.Array
+  student_mask: jax.Array
+  teacher_tokens: jax.Array
+  teacher_mask: jax.Array
+  completion: jax.Array
+  loss_mask: jax.Array
+  confidence_mask: jax.Array
+
+
+def normalizers(batch: LossBatch, settings: LossSettings) -> jax.Array:
+  """float32 [2]: how many sequences have a divergence token / a confidence-value token (at least 1 each)."""
+  _, div_present = divergences.sequence_means(batch.loss_mask, batch.loss_mask, settings.skip_first)
+  _, cal_present = divergences.sequence_means(batch.confidence_mask, batch.confidence_mask)
+  counts = jnp.stack([jnp.sum(div_present), jnp.sum(cal_present)]).astype(jnp.float32)
+  return jnp.maximum(counts, 1.0)
+
+
+def _completion_hidden(config: ModelConfig, params, tokens, mask, completion_length: int):
+  """Hidden states [B, C, D] at the columns that predict the C completion tokens."""
+  prompt_width = tokens.shape[1] - completion_length
+  h = transformer.hidden_states(config, params, tokens, mask)
+  return h[:, prompt_width - 1:prompt_width - 1 + completion_length]
+
+
+def _jsd(h_s, w_s, h_t, w_t, settings: LossSettings):
+  logp = lambda h, w: jax.nn.log_softmax(  # noqa: E731
+      jnp.einsum("bcd,dv->bcv", h, w, preferred_element_type=jnp.float32) / settings.temperature, axis=-1)
+  return divergences.generalized_jsd(logp(h_s, w_s), logp(h_t, w_t), settings.alpha)
+
+
+def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config: ModelConfig,
+                     settings: LossSettings) -> tuple[jax.Array, dict]:
+  """(this micro-batch's share of the full-batch loss, sums for metrics); differentiable in `student`.
+
+  norm: `normalizers` of the full batch. The metric sums (over present sequences: divergence,
+  calibration; over loss tokens: entropy, sampled-token KL estimate, token count) are divided by
+  their totals by the caller.
+  """
+  c = batch.completion.shape[1]
+  h_s = _completion_hidden(config, student, batch.student_tokens, batch.student_mask, c)
+  h_t = jax.lax.stop_gradient(_completion_hidden(config, teacher, batch.teacher_tokens, batch.teacher_mask, c))
+  w_s = transformer.unembedding(config, student)
+  w_t = jax.lax.stop_gradient(transformer.unembedding(config, teacher))
+  d = h_s.shape[-1]
+  stats = IMPLEMENTATIONS[settings.token_stats](
+      h_s.reshape(-1, d), w_s, batch.completion.reshape(-1), h_t.reshape(-1, d), w_t,
+      temperature=settings.temperature, chunk_size=settings.vocab_chunk,
+      with_kl=settings.divergence in ("forward_kl", "reverse_kl"))
+  stats = jax.tree.map(lambda x: x.reshape(batch.completion.shape), stats)
+  if settings.divergence == "sampled_token":
+    per_token = divergences.sampled_token_reverse_kl_surrogate(stats.logprob, stats.teacher_logprob)
+  elif settings.divergence == "forward_kl":
+    per_token = stats.kl_ts
+  elif settings.divergence == "reverse_kl":
+    per_token = stats.kl_st
+  else:
+    per_token = _jsd(h_s, w_s, h_t, w_t, settings)
+  div_means, _ = divergences.sequence_means(per_token, batch.loss_mask, settings.skip_first)
+  loss = jnp.sum(div_means) / norm[0]
+  cal_means, _ = divergences.sequence_means(-stats.logprob, batch.confidence_mask)
+  if settings.calibration_weight:
+    loss = loss + settings.calibration_weight * jnp.sum(cal_means) / norm[1]
+  tokens = batch.loss_mask.astype(bool)
+  token_sum = lambda x: jnp.sum(jnp.where(tokens, jax.lax.stop_gradient(x), 0.0))  # noqa: E731
+  sums = {"divergence": jax.lax.stop_gradient(jnp.sum(div_means)) / norm[0],
+          "calibration_ce": jax.lax.stop_gradient(jnp.sum(cal_means)) / norm[1],
+          "entropy": token_sum(stats.entropy),
+          "kl_estimate": token_sum(stats.logprob - stats.teacher_logprob),
+          "loss_tokens": jnp.sum(tokens).astype(jnp.float32)}
+  return loss, sums

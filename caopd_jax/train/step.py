@@ -1,0 +1,82 @@
+"""The jitted training step: gradient accumulation over micro-batches, optax update, EMA teacher.
+
+    step_fn = make_train_step(model_config, loss_settings, optimizer, schedule, ema_rate, micro_batches)
+    state, metrics = step_fn(state, batch)       # batch: loss.LossBatch of train.batch_size rows
+
+The batch is split into `micro_batches` equal slices that a `lax.scan` runs one after another,
+summing float32 gradients; the summed loss and gradient equal the full batch's (loss.py). A step
+whose loss, gradient norm or updated params are not finite leaves the state unchanged (metrics["finite"] is 0)
+so that the caller can stop with the last good state.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from caopd_jax.models.config import ModelConfig
+from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
+from caopd_jax.train.optim import ema_update
+
+METRIC_SUMS = ("divergence", "calibration_ce", "entropy", "kl_estimate", "loss_tokens")
+
+
+class TrainState(NamedTuple):
+  """step int32 []: optimizer steps done; student, teacher: param trees; opt_state: the optimizer's state."""
+  step: jax.Array
+  student: Any
+  teacher: Any
+  opt_state: Any
+
+
+def _all_finite(tree) -> jax.Array:
+  """bool []: every element of every leaf is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def init_state(student, optimizer: optax.GradientTransformation, teacher_dtype=jnp.float32) -> TrainState:
+  """Step 0: the teacher starts as a copy of the student (in `teacher_dtype`)."""
+  teacher = jax.tree.map(lambda p: jnp.array(p, dtype=teacher_dtype), student)
+  return TrainState(jnp.zeros((), jnp.int32), student, teacher, optimizer.init(student))
+
+
+def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, ema_rate: float, micro_batches: int):
+  """The jitted `(state, batch) -> (state, metrics)`; the state argument is donated.
+
+  metrics (float32 scalars): loss, divergence, calibration_ce (per-sequence means over the batch),
+  entropy and kl_estimate (means over all loss-mask tokens, the first `skip_first` included;
+  kl_estimate = mean of log p_s - log p_t of the sampled tokens, the Monte Carlo reverse KL),
+  loss_tokens (that token count), grad_norm (before clipping), lr (of
+  this step), finite (1.0 if the update was applied).
+  """
+  grad_fn = jax.value_and_grad(micro_batch_loss, has_aux=True)
+
+  def train_step(state: TrainState, batch: LossBatch):
+    norm = normalizers(batch, settings)
+    split = jax.tree.map(lambda x: x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:]), batch)
+
+    def accumulate(carry, micro):
+      grads, loss, sums = carry
+      (micro_loss, micro_sums), micro_grads = grad_fn(state.student, state.teacher, micro, norm, config, settings)
+      grads = jax.tree.map(lambda g, m: g + m.astype(jnp.float32), grads, micro_grads)
+      return (grads, loss + micro_loss, jax.tree.map(jnp.add, sums, micro_sums)), None
+
+    zeros = (jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.student), jnp.zeros((), jnp.float32),
+             {name: jnp.zeros((), jnp.float32) for name in METRIC_SUMS})
+    (grads, loss, sums), _ = jax.lax.scan(accumulate, zeros, split)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.student)
+    student = optax.apply_updates(state.student, updates)
+    updated = TrainState(state.step + 1, student, ema_update(state.teacher, student, ema_rate), opt_state)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(student)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    tokens = jnp.maximum(sums["loss_tokens"], 1.0)
+    metrics = {"loss": loss, "divergence": sums["divergence"], "calibration_ce": sums["calibration_ce"],
+               "entropy": sums["entropy"] / tokens, "kl_estimate": sums["kl_estimate"] / tokens,
+               "loss_tokens": sums["loss_tokens"], "grad_norm": grad_norm,
+               "lr": jnp.asarray(schedule(state.step), jnp.float32), "finite": finite.astype(jnp.float32)}
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)

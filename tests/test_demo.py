@@ -1,0 +1,47 @@
+"""The README's main job in its CI budget (`--config.demo.fast=True`): every stage runs and reports.
+
+The full demo (`bash launch/demo.sh`) is the same code with a larger budget; its figures are in the README.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+
+from caopd_jax import metrics, models
+from caopd_jax.train.logger import read_metrics
+
+
+def test_fast_demo_runs_every_stage(tmp_path):
+  out = tmp_path / "demo"
+  result = subprocess.run([sys.executable, "-m", "caopd_jax.demo", "--config.demo.fast=True",
+                           f"--config.demo.output_dir={out}", "--config.log.progress=false"],
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr
+  folder = tmp_path / "demo-fast"
+  for stage in ("[1/4] base model", "[2/4] OPD", "[3/4] CaOPD", "[4/4] evaluating"):
+    assert stage in result.stdout
+  table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+  assert [row.split("|")[1].strip() for row in table] == ["model", "base", "OPD", "CaOPD"] * 2  # greedy, sampled
+  assert "ECE" in table[0] and "AUROC" in table[0]
+  for name in ("opd", "caopd"):
+    history = read_metrics(folder / name)
+    assert [r["step"] for r in history] == [1, 2, 3]
+    saved = json.loads((folder / name / "config.json").read_text())
+    assert saved["distill"]["calibrate"] == (name == "caopd")
+    config, _ = models.load(str(folder / name))
+    assert config.vocab_size == 101                   # the character-level base model's
+  for name, mode in [(name, mode) for name in ("base", "OPD", "CaOPD") for mode in ("greedy", "sampled")]:
+    report = json.loads((folder / "eval" / f"{name}_{mode}.json").read_text())
+    records = report["records"]
+    assert len(records) == 16 * (1 if mode == "greedy" else 2)
+    confidence = np.array([np.nan if r["confidence"] is None else r["confidence"] for r in records])
+    recomputed = metrics.summary(np.array([r["correct"] for r in records]), confidence)
+    assert recomputed["ece"] == report["metrics"]["ece"] and recomputed["accuracy"] == report["metrics"]["accuracy"]
+  for png in ("reliability_greedy.png", "reliability_sampled.png", "curves.png"):
+    assert matplotlib.image.imread(str(folder / png)).shape[0] > 100
+  assert "![reliability](reliability_sampled.png)" in (folder / "results.md").read_text()
+  assert os.path.isdir(folder / "base")

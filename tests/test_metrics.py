@@ -1,0 +1,135 @@
+"""Calibration metrics (CAOPD.md section 8) against hand-computed values and independent computations."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from caopd_jax import metrics
+from caopd_jax.errors import CaopdError
+
+C = np.array([1, 0, 1, 1, 0])
+P = np.array([0.9, 0.8, 0.6, 0.95, 0.1])
+
+
+def test_hand_computed_values():
+  assert metrics.accuracy(C) == pytest.approx(3 / 5)
+  # (p - c)^2: 0.01, 0.64, 0.16, 0.0025, 0.01 -> sum 0.8225
+  assert metrics.brier(C, P) == pytest.approx(0.8225 / 5)
+  # bins: 0.1 -> bin 1 {c=0}; 0.6 -> bin 6 {1}; 0.8 -> bin 8 {0}; 0.9, 0.95 -> bin 9 {1, 1}
+  # ECE = 1/5 |0.1 - 0| + 1/5 |0.6 - 1| + 1/5 |0.8 - 0| + 2/5 |0.925 - 1| = (0.1 + 0.4 + 0.8 + 0.15) / 5
+  assert metrics.ece(C, P) == pytest.approx(1.45 / 5)
+  # mean p = 3.35 / 5 = 0.67; accuracy 0.6
+  assert metrics.overconfidence_gap(C, P) == pytest.approx(0.07)
+  # correct {0.9, 0.6, 0.95} x incorrect {0.8, 0.1}: only (0.6, 0.8) is lost, 5 of 6 pairs won, no ties
+  assert metrics.spr(C, P) == pytest.approx(5 / 6)
+  assert metrics.auroc(C, P) == pytest.approx(5 / 6)
+  # 3 bins (edges 1/3, 2/3): bin 0 {0.1: c=0}, bin 1 {0.6: 1}, bin 2 {0.9, 0.8, 0.95: 1, 0, 1}
+  # ECE = (|0.1 - 0| + |0.6 - 1| + |2.65 - 2|) / 5 = 1.15 / 5
+  assert metrics.ece(C, P, n_bins=3) == pytest.approx(1.15 / 5)
+
+
+def test_bin_boundaries_go_to_the_upper_bin():
+  # p = 0.0 -> first bin; 0.1 (boundary) -> bin 1; just below 0.1 -> bin 0; 1.0 -> last bin; out of range -> ends
+  assert metrics.bin_index([0.0, 0.1, 0.0999, 0.5, 0.9, 0.9999, 1.0, -0.2, 1.3]).tolist() == [0, 1, 0, 5, 9, 9, 9, 0, 9]
+  assert metrics.bin_index([k / 10 for k in range(10)]).tolist() == list(range(10))  # every boundary k/10 is in bin k
+  # exact where floor(p * n) is not: floor(0.58 * 100) == 57, yet 0.58 opens bin 58
+  assert math.floor(0.58 * 100) == 57 and metrics.bin_index([0.58], n_bins=100).tolist() == [58]
+  stats_ = metrics.bin_stats([1, 0, 1], [1.0, 0.95, 0.0])
+  assert [s["count"] for s in stats_] == [1, 0, 0, 0, 0, 0, 0, 0, 0, 2]
+  assert stats_[9] == {"lower": 0.9, "upper": 1.0, "count": 2, "mean_confidence": pytest.approx(0.975),
+                       "accuracy": 0.5}
+  assert stats_[1] == {"lower": 0.1, "upper": 0.2, "count": 0, "mean_confidence": None, "accuracy": None}
+  # ECE = (1/3) |0.0 - 1| + (2/3) |0.975 - 0.5| = (1 + 0.95) / 3
+  assert metrics.ece([1, 0, 1], [1.0, 0.95, 0.0]) == pytest.approx(1.95 / 3)
+
+
+def test_out_of_range_confidence_is_clipped():
+  # 1.4 -> 1.0 and -0.5 -> 0.0: Brier (0 + 0) / 2, both in the end bins
+  assert metrics.brier([1, 0], [1.4, -0.5]) == 0.0
+  assert [s["count"] for s in metrics.bin_stats([1, 0], [1.4, -0.5], n_bins=2)] == [1, 1]
+
+
+def test_ties_and_single_class():
+  # all confidences equal: no strict win, so SPR 0; AUROC gives each tie 1/2
+  assert metrics.spr([1, 0, 1], [0.5, 0.5, 0.5]) == 0.0 and metrics.auroc([1, 0, 1], [0.5, 0.5, 0.5]) == 0.5
+  # correct {0.7, 0.4} x incorrect {0.4, 0.2}: wins (0.7, 0.4), (0.7, 0.2), (0.4, 0.2); tie (0.4, 0.4)
+  assert metrics.spr([1, 1, 0, 0], [0.7, 0.4, 0.4, 0.2]) == pytest.approx(3 / 4)
+  assert metrics.auroc([1, 1, 0, 0], [0.7, 0.4, 0.4, 0.2]) == pytest.approx(3.5 / 4)
+  for c in ([1, 1], [0, 0]):  # no (correct, incorrect) pairs
+    assert metrics.spr(c, [0.9, 0.1]) == 0.0 and metrics.auroc(c, [0.9, 0.1]) == 0.5
+  assert metrics.ece([1, 1], [1.0, 1.0]) == 0.0 and metrics.ece([0, 0], [1.0, 1.0]) == 1.0
+
+
+def test_pairwise_metrics_match_independent_computations():
+  rng = np.random.default_rng(0)
+  correct = rng.random(300) < 0.6
+  confidence = np.round(rng.random(300), 1)  # 11 distinct values: many ties
+  right, wrong = confidence[correct], confidence[~correct]
+  brute = sum(r > w for r in right for w in wrong) / (right.size * wrong.size)
+  assert metrics.spr(correct, confidence) == pytest.approx(brute)
+  u = stats.mannwhitneyu(right, wrong).statistic  # pairs won + 1/2 ties, for the first sample
+  assert metrics.auroc(correct, confidence) == pytest.approx(u / (right.size * wrong.size))
+
+
+def test_summary_counts_missing_confidence_as_zero_and_separates_the_valid_ones():
+  c = np.array([1, 1, 0, 0])
+  p = np.array([0.9, np.nan, 0.7, np.nan])
+  s = metrics.summary(c, p, answer_parsed=[True, True, True, False])
+  assert set(s) == {"accuracy", "answer_parse_rate", "brier_score", "ece", "spr", "overconfidence_gap",
+                    "mean_confidence", "confidence_format_adherence", "n_samples", "n_bins", "bin_stats",
+                    "valid_confidence_only", "auroc", "reliability"}
+  assert s["confidence_format_adherence"] == 0.5 and s["answer_parse_rate"] == 0.75
+  assert s["n_samples"] == 4 and s["n_bins"] == 10 and s["accuracy"] == 0.5
+  # headline: p read as [0.9, 0, 0.7, 0]
+  assert s["mean_confidence"] == pytest.approx(1.6 / 4)
+  assert s["brier_score"] == pytest.approx((0.01 + 1 + 0.49 + 0) / 4)
+  assert s["reliability"] == pytest.approx(1 - 1.5 / 4)
+  # bin 0 {0 (c=1), 0 (c=0)}: |0 - 1| ; bin 7 {0.7: 0}: 0.7 ; bin 9 {0.9: 1}: 0.1 -> 1.8 / 4
+  assert s["ece"] == pytest.approx(1.8 / 4) and s["bin_stats"][0]["count"] == 2
+  # correct {0.9, 0} x incorrect {0.7, 0}: wins (0.9, 0.7), (0.9, 0); tie (0, 0); loss (0, 0.7)
+  assert s["spr"] == 0.5 and s["auroc"] == pytest.approx(2.5 / 4)
+  valid = s["valid_confidence_only"]
+  assert set(valid) == {"accuracy", "brier_score", "reliability", "ece", "spr", "auroc", "overconfidence_gap",
+                        "mean_confidence", "n_samples", "bin_stats"}
+  # only rows 0 and 2: c [1, 0], p [0.9, 0.7]
+  assert valid["n_samples"] == 2 and valid["accuracy"] == 0.5 and valid["mean_confidence"] == pytest.approx(0.8)
+  assert valid["brier_score"] == pytest.approx((0.01 + 0.49) / 2) and valid["ece"] == pytest.approx(0.8 / 2)
+  assert valid["spr"] == 1.0 and valid["auroc"] == 1.0 and valid["overconfidence_gap"] == pytest.approx(0.3)
+  assert json.loads(json.dumps(s)) == s  # plain Python values only
+
+
+def test_summary_without_any_parsed_confidence():
+  s = metrics.summary([True, False], [np.nan, np.nan])
+  assert s["confidence_format_adherence"] == 0.0 and s["answer_parse_rate"] == 1.0 and s["mean_confidence"] == 0.0
+  valid = s["valid_confidence_only"]
+  assert valid["n_samples"] == 0 and valid["ece"] is None and valid["accuracy"] is None
+  assert [b["count"] for b in valid["bin_stats"]] == [0] * 10
+  assert json.loads(json.dumps(s)) == s
+
+
+def test_large_2d_input_is_flattened_and_fast():
+  rng = np.random.default_rng(1)
+  correct = rng.random((400, 250)) < 0.5  # 10^5 rows; pair loops would take 2.5e9 steps
+  confidence = np.round(rng.random((400, 250)), 2)
+  s = metrics.summary(correct, confidence)
+  assert s["n_samples"] == 100_000 and 0.45 < s["auroc"] < 0.55 and s["spr"] < s["auroc"]
+
+
+def test_bad_input():
+  with pytest.raises(CaopdError, match=r"\(2,\).*\(1,\)"):
+    metrics.summary([1, 0], [0.5])
+  with pytest.raises(CaopdError, match=r"answer_parsed.*\(3,\).*\(2,\)"):
+    metrics.summary([1, 0], [0.5, 0.5], answer_parsed=[True] * 3)
+  with pytest.raises(CaopdError, match="empty"):
+    metrics.summary([], [])
+  with pytest.raises(CaopdError, match="empty"):
+    metrics.accuracy([])
+  with pytest.raises(CaopdError, match=r"0/1.*\[2\]"):
+    metrics.accuracy([1, 2, 0])
+  with pytest.raises(CaopdError, match="NaN"):
+    metrics.brier([1, 0], [0.5, np.nan])
+  with pytest.raises(CaopdError, match="n_bins"):
+    metrics.ece([1], [0.5], n_bins=0)

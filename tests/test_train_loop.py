@@ -1,0 +1,182 @@
+"""The trainer end to end on a tiny model: config errors, exact resume after SIGKILL, SIGTERM save, non-finite stop.
+
+Runs `python -m caopd_jax.train` in subprocesses, as a user does, on a 1-layer character-level model.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from caopd_jax import models
+from caopd_jax.config_files import parse_args
+from caopd_jax.errors import CaopdError, InputNotFoundError
+from caopd_jax.tokenizers import load_tokenizer
+from caopd_jax.tokenizers.characters import character_tokenizer
+from caopd_jax.train.config import validate
+from caopd_jax.train.logger import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The demo's config (its short prompt wording suits the character vocabulary) with a tiny budget.
+CONFIG = '''
+import importlib.util
+spec = importlib.util.spec_from_file_location("demo_config", {demo!r})
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+
+def get_config():
+  c = demo.get_config()
+  c.model.path = {model!r}
+  c.rollout.prompts_per_step, c.rollout.num_samples = 2, 4
+  c.train.steps, c.train.batch_size, c.train.micro_batch_size = 8, 4, 2
+  c.distill.max_completion_tokens = 24
+  c.optim.lr = 1e-2
+  c.checkpoint.every, c.checkpoint.keep = 2, 3
+  c.log.progress = False
+  return c
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  """(config file path, folder for runs) with a random 1-layer model saved as an Orbax checkpoint."""
+  root = tmp_path_factory.mktemp("train")
+  tokenizer = character_tokenizer()
+  config = models.ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
+                              max_position_embeddings=512, eos_token_ids=(tokenizer.eos_id,))
+  models.save(str(root / "base"), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
+  (root / "config.py").write_text(CONFIG.format(demo=os.path.join(ROOT, "configs", "demo.py"), model=str(root / "base")))
+  return str(root / "config.py"), root
+
+
+def _command(config_file, run_dir, *overrides):
+  return [sys.executable, "-m", "caopd_jax.train", f"--config={config_file}",
+          f"--config.train.output_dir={run_dir}", *overrides]
+
+
+def _train(config_file, run_dir, *overrides):
+  result = subprocess.run(_command(config_file, run_dir, *overrides), capture_output=True, text=True, timeout=600)
+  return result
+
+
+def _losses(run_dir):
+  return [(r["step"], r["train/loss"], r["train/grad_norm"]) for r in read_metrics(run_dir)]
+
+
+def _wait_for_steps(run_dir, count, process):
+  while len(read_metrics(run_dir)) < count:
+    assert process.poll() is None, process.stderr.read()
+    time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference_run(setup):
+  config_file, root = setup
+  result = _train(config_file, root / "reference")
+  assert result.returncode == 0, result.stderr
+  return root / "reference"
+
+
+def test_run_folder_loads_as_a_model(reference_run):
+  losses = _losses(reference_run)
+  assert [s for s, _, _ in losses] == list(range(1, 9))
+  assert all(np.isfinite(loss) for _, loss, _ in losses)
+  assert sorted(os.listdir(reference_run / "checkpoints")) == ["4", "6", "8"]   # every 2 steps, keep the last 3
+  config, params = models.load(str(reference_run))                      # the latest student
+  _, older = models.load(str(reference_run), step=6)
+  assert config.num_layers == 1 and load_tokenizer(str(reference_run)).vocab_size == config.vocab_size
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(older)))
+
+
+def test_sigkill_then_resume_repeats_the_losses_exactly(setup, reference_run):
+  config_file, root = setup
+  run_dir = root / "killed"
+  process = subprocess.Popen(_command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_steps(run_dir, 5, process)
+  process.kill()
+  process.wait()
+  assert len(read_metrics(run_dir)) < 8
+  result = _train(config_file, run_dir)
+  assert result.returncode == 0, result.stderr
+  assert "resumed" in result.stdout + result.stderr
+  assert _losses(run_dir) == _losses(reference_run)
+  _, resumed = models.load(str(run_dir))
+  _, reference = models.load(str(reference_run))
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_and_the_run_resumes(setup, reference_run):
+  config_file, root = setup
+  run_dir = root / "terminated"
+  process = subprocess.Popen(_command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_steps(run_dir, 1, process)
+  process.send_signal(signal.SIGTERM)
+  out, err = process.communicate(timeout=300)
+  assert process.returncode == 0, err
+  assert "stopped by SIGTERM" in out
+  stopped_at = len(read_metrics(run_dir))
+  assert stopped_at < 8 and str(stopped_at) in os.listdir(run_dir / "checkpoints")
+  assert _train(config_file, run_dir).returncode == 0
+  assert _losses(run_dir) == _losses(reference_run)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup):
+  config_file, root = setup
+  run_dir = root / "exploded"
+  result = _train(config_file, run_dir, "--config.optim.lr=1e38", "--config.optim.warmup_fraction=0",
+                  "--config.optim.weight_decay=1", "--config.checkpoint.every=1",
+                  "--config.train.batch_size=8")  # one step per rollout batch: a checkpoint after every step
+  assert result.returncode == 2
+  assert "are not finite" in result.stderr and "the last good checkpoint is step" in result.stderr
+  bad_step = int(result.stderr.split("error: step ")[1].split(":")[0])
+  steps = sorted(int(s) for s in os.listdir(run_dir / "checkpoints") if s.isdigit())
+  assert steps[-1] == bad_step - 1
+  _, params = models.load(str(run_dir))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+
+def test_resume_with_another_config_is_refused(setup, reference_run):
+  config_file, _ = setup
+  result = _train(config_file, reference_run, "--config.optim.lr=0.5")
+  assert result.returncode == 2 and "optim.lr: 0.01 -> 0.5" in result.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.optim.lrr=1", "did you mean optim.lr"),
+    ("--config.train.steps=many", "not a valid int"),
+    ("--config.train.batch_size=3", "must divide rollout.prompts_per_step x rollout.num_samples"),
+    ("--config.train.micro_batch_size=3", "must divide train.batch_size"),
+    ("--config.distill.divergence=kl", "is not one of"),
+    ("--config.distill.calibrate=false", None),
+    ("--mesh=8", "one device only"),
+])
+def test_config_errors(setup, override, message):
+  config_file, _ = setup
+  overrides = [override] + (["--config.distill.calibration_weight=0.5"] if message is None else [])
+  with pytest.raises(CaopdError, match=message or "calibration_weight > 0 needs distill.calibrate=True"):
+    config, _ = parse_args([f"--config={config_file}", *overrides])
+    validate(config)
+
+
+def test_missing_model_fails_before_compiling(setup, tmp_path):
+  config_file, _ = setup
+  result = _train(config_file, tmp_path / "run", f"--config.model.path={tmp_path}/nope")
+  assert result.returncode == 2 and f"{tmp_path}/nope does not exist" in result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_config_file_with_unknown_field(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("from caopd_jax.train.config import default_config\n"
+                 "def get_config():\n  c = default_config()\n  c.optim.lrr = 1\n  return c\n")
+  with pytest.raises(CaopdError, match='lrr.*Did you mean "lr"'):
+    parse_args([f"--config={bad}"])
+  with pytest.raises(InputNotFoundError, match="does not exist"):
+    parse_args([f"--config={tmp_path}/missing.py"])

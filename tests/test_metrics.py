@@ -133,3 +133,10 @@ def test_bad_input():
     metrics.brier([1, 0], [0.5, np.nan])
   with pytest.raises(CaopdError, match="n_bins"):
     metrics.ece([1], [0.5], n_bins=0)
+
+
+def test_a_single_bin_is_the_gap_between_mean_confidence_and_accuracy():
+  c, p = np.array([1, 0, 1, 1, 0]), np.array([0.9, 0.8, 0.6, 0.95, 0.1])
+  # one bin holds everything: ECE = |mean p - mean c| = |0.67 - 0.6|
+  assert metrics.ece(c, p, n_bins=1) == pytest.approx(0.07)
+  assert metrics.summary(c, p, n_bins=1)["bin_stats"][0]["count"] == 5

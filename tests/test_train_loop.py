@@ -37,6 +37,7 @@ def get_config():
   c.distill.max_completion_tokens = 24
   c.optim.lr = 1e-2
   c.checkpoint.every, c.checkpoint.keep = 2, 3
+  c.eval.every, c.eval.limit = 4, 4
   c.log.progress = False
   return c
 '''
@@ -92,6 +93,10 @@ def test_run_folder_loads_as_a_model(reference_run):
   _, older = models.load(str(reference_run), step=6)
   assert config.num_layers == 1 and load_tokenizer(str(reference_run)).vocab_size == config.vocab_size
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(older)))
+  records = read_metrics(reference_run)            # the held-out evaluation ran at steps 4 and 8 only
+  assert [r["step"] for r in records if "eval/accuracy" in r] == [4, 8]
+  assert all(0.0 <= records[3][k] <= 1.0 for k in ("eval/accuracy", "eval/ece", "eval/confidence_format_adherence"))
+  assert any(name.startswith("events.out.tfevents") for name in os.listdir(reference_run / "tensorboard"))
 
 
 def test_sigkill_then_resume_repeats_the_losses_exactly(setup, reference_run):

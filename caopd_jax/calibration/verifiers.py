@@ -169,6 +169,14 @@ VERIFIERS: dict[str, Callable[[str, Any], bool]] = {
 }
 
 
+# What each verifier reads from a completion (None: nothing parsed), for eval reports.
+ANSWER_PARSERS: dict[str, Callable[[str], Any]] = {
+    "mcq": parse_mcq_answer,
+    "tooluse": parse_tool_call,
+    "arithmetic": parse_integer_answer,
+}
+
+
 def get_verifier(name: str) -> Callable[[str, Any], bool]:
   """The verifier registered as `name`; CaopdError listing the known names otherwise."""
   if name not in VERIFIERS:

@@ -16,15 +16,13 @@ from caopd_jax.data.sources import load_examples
 from caopd_jax.demo.base_model import train_base_model
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.core import evaluate
+from caopd_jax.eval.report import metrics_table
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train.logger import read_metrics
 from caopd_jax.train.loop import train
 from caopd_jax.weights.atomic import atomic_file
 
 RUNS = (("OPD", "opd", False), ("CaOPD", "caopd", True))
-COLUMNS = (("accuracy", "accuracy"), ("ECE", "ece"), ("Brier", "brier_score"), ("overconf. gap", "overconfidence_gap"),
-           ("SPR", "spr"), ("AUROC", "auroc"), ("mean conf.", "mean_confidence"),
-           ("format", "confidence_format_adherence"))
 BASE_FIELDS = ("fast", "base_examples", "base_steps", "base_batch_size", "base_lr", "base_layers", "base_hidden",
                "base_heads", "base_teacher_fraction")
 
@@ -59,14 +57,6 @@ def _base_model(config, prompts: PromptConfig) -> str:
   with atomic_file(stamp) as tmp, open(tmp, "w") as f:
     json.dump(settings, f, indent=2)
   return path
-
-
-def _table(results: dict) -> str:
-  """A Markdown table: one row per model, the COLUMNS metrics."""
-  lines = ["| model | " + " | ".join(label for label, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-  for name, summary in results.items():
-    lines.append(f"| {name} | " + " | ".join(f"{summary[key]:.3f}" for _, key in COLUMNS) + " |")
-  return "\n".join(lines)
 
 
 def run_demo(config) -> dict:
@@ -111,7 +101,7 @@ def _report(out: str, results: dict, folders: dict, config) -> None:
     plots.reliability_diagram(runs, os.path.join(out, f"reliability_{mode}.png"))
     how = "greedy decoding" if mode == "greedy" else (
         f"{config.demo.eval_samples} samples per problem at temperature {config.rollout.temperature}, as in training")
-    sections.append(f"## Held-out problems, {how}\n\n{_table(runs)}\n\n![reliability](reliability_{mode}.png)\n")
+    sections.append(f"## Held-out problems, {how}\n\n{metrics_table(runs)}\n\n![reliability](reliability_{mode}.png)\n")
   curves = {}
   for name, _, _ in RUNS:
     history = read_metrics(folders[name])

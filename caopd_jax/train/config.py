@@ -91,6 +91,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3             # keep the last N checkpoints
   c.checkpoint.async_save = True    # write in the background while training continues
 
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every = 0                  # greedy evaluation on held-out data every N steps (0 = off), logged as eval/*
+  c.eval.split = "eval"             # split of data.name to evaluate on (arithmetic: its held-out eval split)
+  c.eval.limit = 100                # examples per evaluation
+
   c.log = ml_collections.ConfigDict()
   c.log.tensorboard = True          # tensorboardX event files under output_dir/tensorboard
   c.log.progress = True             # console progress bar
@@ -150,6 +155,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CaopdError(f"config.optim.warmup_fraction must be in [0, 1), got {config.optim.warmup_fraction}")
   if not 0 < config.rollout.top_p <= 1 or config.rollout.top_k < 0 or config.rollout.temperature < 0:
     raise CaopdError("config.rollout needs 0 < top_p <= 1, top_k >= 0 and temperature >= 0")
+  if config.eval.every < 0 or config.eval.limit < 1:
+    raise CaopdError(f"config.eval needs every >= 0 and limit >= 1, got {config.eval.every}, {config.eval.limit}")
   if config.data.num_epochs < 0:
     raise CaopdError(f"config.data.num_epochs must be >= 0 (0 = repeat), got {config.data.num_epochs}")
 

@@ -21,6 +21,7 @@ from caopd_jax.data.pipeline import batch_iterator
 from caopd_jax.data.prompts import PromptConfig
 from caopd_jax.data.sources import load_examples
 from caopd_jax.errors import CaopdError
+from caopd_jax.eval.core import evaluate
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train.checkpoint import RunCheckpoints, check_resumable
 from caopd_jax.train.config import validate
@@ -77,6 +78,23 @@ def _rollout_metrics(batch, rollouts, seconds: float) -> dict:
           "speed/rollout_tokens_per_s": float(rollouts.lengths.sum() / max(seconds, 1e-9))}
 
 
+def _held_out(config) -> list:
+  """The examples of the periodic evaluation ([] when it is off); loaded up front so a bad split fails early."""
+  if not config.eval.every:
+    return []
+  return load_examples(config.data.name, config.eval.split, data_dir=config.data.data_dir or None,
+                       num_examples=config.eval.limit, seed=config.seed,
+                       difficulty=list(config.data.difficulty))[:config.eval.limit]
+
+
+def _eval_metrics(config, model_config, params, tokenizer, examples, prompts) -> dict:
+  """eval/* scalars of a greedy evaluation of `params` on `examples`."""
+  _, summary = evaluate(model_config, params, tokenizer, examples, prompts,
+                        max_new_tokens=config.distill.max_completion_tokens, seed=config.seed, progress=False)
+  keys = ("accuracy", "ece", "brier_score", "auroc", "mean_confidence", "confidence_format_adherence")
+  return {f"eval/{key}": summary[key] for key in keys}
+
+
 def train(config) -> str:
   """Runs (or resumes) the training run of `config` (a validated train config); returns the run folder."""
   validate(config)
@@ -88,6 +106,7 @@ def train(config) -> str:
                            num_examples=config.data.num_examples, seed=config.seed,
                            difficulty=list(config.data.difficulty))
   distill, loss_settings = _settings(config)
+  held_out = _held_out(config)
   line = len(confidence_line_ids(tokenizer, "0.00")) + 1
   if config.distill.calibrate and line > config.distill.max_completion_tokens:
     raise CaopdError(f"config.distill.max_completion_tokens={config.distill.max_completion_tokens} cannot hold the "
@@ -154,8 +173,11 @@ def train(config) -> str:
                              f"applied; {kept} (in {run_dir}). Try a lower optim.lr")
           step += 1
           student_tokens = float(np.asarray(part.student_mask).sum())
+          evaluated = _eval_metrics(config, model_config, state.student, tokenizer, held_out, distill.prompts) if (
+              held_out and step % config.eval.every == 0) else {}
           logger.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"}, **rollout_metrics,
-                            "speed/train_tokens_per_s": student_tokens / seconds, "speed/step_time_s": seconds})
+                            "speed/train_tokens_per_s": student_tokens / seconds, "speed/step_time_s": seconds,
+                            **evaluated})
         if step // config.checkpoint.every > saved // config.checkpoint.every or step >= total or stop.requested:
           checkpoints.save(state, {"data": data.get_state(), "step": step})
           saved = step

@@ -53,6 +53,9 @@ def resolve(path: str, step: int | None = None) -> tuple[str, str]:
   """(folder with model_config.json and tokenizer/, folder with params/) for `path`: a checkpoint
   folder, or a run folder's latest step or `step`."""
   steps = _step_dirs(path)
+  if not steps and os.path.isdir(os.path.join(path, TRAINING_CHECKPOINTS)):
+    raise InputNotFoundError(f"{path}: a training run with no complete checkpoint yet ("
+                             f"{os.path.join(path, TRAINING_CHECKPOINTS)} has no step folder with params/)")
   if step is None and not steps and os.path.exists(os.path.join(path, CONFIG_FILE)):
     return path, path
   if not steps:

@@ -1,0 +1,34 @@
+"""`python -m caopd_jax.eval.compare DIR1 DIR2 ... [--names base,OPD,CaOPD] [--output comparison.png]`.
+
+Prints the metrics of several evaluation folders side by side and draws their reliability
+diagrams in one PNG (default: comparison.png in the current folder).
+"""
+
+import argparse
+import os
+import sys
+
+from caopd_jax import plots
+from caopd_jax.cli import run_main
+from caopd_jax.errors import CaopdError
+from caopd_jax.eval.report import metrics_table, read_metrics
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m caopd_jax.eval.compare", description=__doc__.split("\n\n")[0])
+  p.add_argument("folders", nargs="+", help="folders written by python -m caopd_jax.eval")
+  p.add_argument("--names", default=None, help="comma-separated row names (default: the folder names)")
+  p.add_argument("--output", default="comparison.png", help="the combined reliability diagram (PNG)")
+  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  names = args.names.split(",") if args.names else [os.path.basename(os.path.normpath(f)) for f in args.folders]
+  if len(names) != len(args.folders) or len(set(names)) != len(names):
+    raise CaopdError(f"--names needs {len(args.folders)} distinct names, one per folder; got {names}")
+  results = {name: read_metrics(folder) for name, folder in zip(names, args.folders)}
+  plots.reliability_diagram(results, args.output)
+  print(metrics_table(results))
+  print(f"reliability diagrams: {args.output}")
+  return 0
+
+
+if __name__ == "__main__":
+  run_main(main)

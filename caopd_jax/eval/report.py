@@ -1,0 +1,51 @@
+"""What an evaluation leaves in its output folder, and the side-by-side table of several evaluations.
+
+    DIR/inference.json   one record per completion (eval.core.evaluate): response, golden_answer, parsed
+                         answer, confidence, correct, ...; a list, like the CaOPD reference's inference files
+    DIR/metrics.json     metrics.summary (the reference's keys + auroc, reliability, question_level)
+    DIR/reliability.png  reliability diagram and confidence histogram
+"""
+
+import json
+import os
+
+from caopd_jax import plots
+from caopd_jax.errors import InputNotFoundError
+from caopd_jax.weights.atomic import atomic_file
+
+INFERENCE_FILE, METRICS_FILE, DIAGRAM_FILE = "inference.json", "metrics.json", "reliability.png"
+COLUMNS = (("accuracy", "accuracy"), ("ECE", "ece"), ("Brier", "brier_score"), ("overconf. gap", "overconfidence_gap"),
+           ("SPR", "spr"), ("AUROC", "auroc"), ("mean conf.", "mean_confidence"),
+           ("format", "confidence_format_adherence"))
+
+
+def _write_json(path: str, value) -> None:
+  with atomic_file(path) as tmp, open(tmp, "w") as f:
+    json.dump(value, f, indent=1)
+    f.write("\n")
+
+
+def write_report(folder: str, name: str, records: list[dict], summary: dict) -> None:
+  """Writes the three files of one evaluation into `folder` (created if needed)."""
+  os.makedirs(folder, exist_ok=True)
+  _write_json(os.path.join(folder, INFERENCE_FILE), records)
+  _write_json(os.path.join(folder, METRICS_FILE), summary)
+  plots.reliability_diagram({name: summary}, os.path.join(folder, DIAGRAM_FILE))
+
+
+def read_metrics(folder: str) -> dict:
+  """The metrics.json of an evaluation folder."""
+  path = os.path.join(folder, METRICS_FILE)
+  if not os.path.isfile(path):
+    raise InputNotFoundError(f"{folder}: no {METRICS_FILE}; give folders written by `python -m caopd_jax.eval`")
+  with open(path) as f:
+    return json.load(f)
+
+
+def metrics_table(results: dict[str, dict]) -> str:
+  """A Markdown table: one row per name, the COLUMNS of each metrics summary."""
+  lines = ["| model | " + " | ".join(label for label, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+  for name, summary in results.items():
+    cells = ["n/a" if summary.get(key) is None else f"{summary[key]:.3f}" for _, key in COLUMNS]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)

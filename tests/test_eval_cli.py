@@ -1,0 +1,100 @@
+"""`python -m caopd_jax.eval` and `python -m caopd_jax.eval.compare` end to end, and their errors.
+
+A random character-level model on the arithmetic task (it never states a confidence: format
+adherence 0, metrics still defined), and the real SmolLM2-135M-Instruct GGUF on the paper's science
+eval set.
+"""
+
+import json
+
+import jax
+import matplotlib.image
+import pytest
+
+from caopd_jax import models
+from caopd_jax.eval.__main__ import main as eval_main
+from caopd_jax.eval.compare import main as compare_main
+from caopd_jax.errors import CaopdError, InputNotFoundError
+from caopd_jax.tokenizers.characters import character_tokenizer
+
+KEYS = {"accuracy", "answer_parse_rate", "brier_score", "ece", "spr", "overconfidence_gap", "mean_confidence",
+        "confidence_format_adherence", "n_samples", "n_bins", "bin_stats", "valid_confidence_only", "auroc",
+        "reliability"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+  path = tmp_path_factory.mktemp("eval") / "tiny"
+  tokenizer = character_tokenizer()
+  config = models.ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
+                              max_position_embeddings=512, eos_token_ids=(tokenizer.eos_id,))
+  models.save(str(path), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
+  return str(path)
+
+
+def _read(folder):
+  return json.loads((folder / "inference.json").read_text()), json.loads((folder / "metrics.json").read_text())
+
+
+def test_arithmetic_with_samples_writes_the_three_files(tiny_model, tmp_path, capsys):
+  out = tmp_path / "a"
+  assert eval_main(["--model", tiny_model, "--dataset", "arithmetic", "--output", str(out), "--num_samples", "3",
+                    "--limit", "5", "--max_new_tokens", "12", "--no_progress"]) == 0
+  records, summary = _read(out)
+  assert len(records) == 15 and [r["sample"] for r in records[:3]] == [0, 1, 2]
+  assert {"response", "golden_answer", "parsed_answer", "confidence", "correct", "id", "prompt"} <= set(records[0])
+  assert all(isinstance(r["golden_answer"], int) for r in records)
+  assert KEYS <= set(summary) and summary["n_samples"] == 15
+  assert summary["confidence_format_adherence"] == 0.0 and summary["mean_confidence"] == 0.0
+  assert summary["question_level"]["n_questions"] == 5
+  assert matplotlib.image.imread(str(out / "reliability.png")).shape[0] > 100
+  assert "| tiny |" in capsys.readouterr().out
+
+
+def test_compare_prints_one_row_per_folder(tiny_model, tmp_path, capsys):
+  for name in ("x", "y"):
+    eval_main(["--model", tiny_model, "--dataset", "arithmetic", "--output", str(tmp_path / name), "--greedy",
+               "--limit", "3", "--max_new_tokens", "8", "--no_progress"])
+  capsys.readouterr()
+  assert compare_main([str(tmp_path / "x"), str(tmp_path / "y"), "--names", "base,CaOPD",
+                       "--output", str(tmp_path / "c.png")]) == 0
+  rows = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+  assert rows == ["model", "base", "CaOPD"] and (tmp_path / "c.png").exists()
+  with pytest.raises(CaopdError, match="2 distinct names"):
+    compare_main([str(tmp_path / "x"), str(tmp_path / "y"), "--names", "a"])
+  with pytest.raises(InputNotFoundError, match="no metrics.json"):
+    compare_main([str(tmp_path)])
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--dataset", "sciense"], "unknown dataset 'sciense'"),
+    (["--model", "{tmp}/empty"], "a training run with no complete checkpoint yet"),
+    (["--model", "{tmp}/SmolLM2.gguf"], "does not exist"),
+    (["--num_samples", "2", "--greedy"], "--greedy gives one completion"),
+])
+def test_bad_input(tiny_model, tmp_path, change, message):
+  (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+  (tmp_path / "empty" / "model_config.json").write_text(open(f"{tiny_model}/model_config.json").read())
+  args = {"--model": tiny_model, "--dataset": "arithmetic", "--output": str(tmp_path / "out")}
+  extra = []
+  for flag, value in zip(change[::2], change[1::2] if len(change) > 1 else []):
+    if flag in args:
+      args[flag] = value.format(tmp=tmp_path)
+  if change[0] not in args:
+    extra = change
+  argv = [part for pair in args.items() for part in pair] + extra
+  with pytest.raises(CaopdError, match=message):
+    eval_main(argv)
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_on_the_science_eval_set(smollm2_gguf, tmp_path):
+  out = tmp_path / "science"
+  assert eval_main(["--model", smollm2_gguf, "--dataset", "science", "--output", str(out), "--greedy",
+                    "--limit", "4", "--max_new_tokens", "48", "--no_progress"]) == 0
+  records, summary = _read(out)
+  assert len(records) == 4 and all(r["golden_answer"] in "ABCD" for r in records)
+  assert records[0]["prompt"].startswith("<|im_start|>system") and "Confidence" in records[0]["prompt"]
+  assert KEYS <= set(summary) and 0.0 <= summary["accuracy"] <= 1.0

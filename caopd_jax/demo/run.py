@@ -20,7 +20,7 @@ from caopd_jax.eval.report import metrics_table
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train.logger import read_metrics
 from caopd_jax.train.loop import train
-from caopd_jax.weights.atomic import atomic_file
+from caopd_jax.weights.atomic import atomic_file, write_json
 
 RUNS = (("OPD", "opd", False), ("CaOPD", "caopd", True))
 BASE_FIELDS = ("fast", "base_examples", "base_steps", "base_batch_size", "base_lr", "base_layers", "base_hidden",
@@ -54,8 +54,7 @@ def _base_model(config, prompts: PromptConfig) -> str:
                           teacher_fraction=d.base_teacher_fraction, seed=config.seed,
                           progress=config.log.progress)
   print(f"      final SFT loss {loss:.3f} nats/token -> {path}", flush=True)
-  with atomic_file(stamp) as tmp, open(tmp, "w") as f:
-    json.dump(settings, f, indent=2)
+  write_json(stamp, settings)
   return path
 
 
@@ -88,8 +87,8 @@ def run_demo(config) -> dict:
       records, results[mode][name] = evaluate(
           model_config, params, tokenizer, examples, prompts, max_new_tokens=config.distill.max_completion_tokens,
           num_samples=samples, temperature=temperature, seed=config.seed, progress=config.log.progress)
-      with atomic_file(os.path.join(out, "eval", f"{name}_{mode}.json")) as tmp, open(tmp, "w") as f:
-        json.dump({"metrics": results[mode][name], "records": records}, f, indent=1)
+      write_json(os.path.join(out, "eval", f"{name}_{mode}.json"), {"metrics": results[mode][name],
+                                                                     "records": records}, indent=1)
   _report(out, results, folders, config)
   return results
 

@@ -11,7 +11,7 @@ import os
 
 from caopd_jax import plots
 from caopd_jax.errors import InputNotFoundError
-from caopd_jax.weights.atomic import atomic_file
+from caopd_jax.weights.atomic import write_json
 
 INFERENCE_FILE, METRICS_FILE, DIAGRAM_FILE = "inference.json", "metrics.json", "reliability.png"
 COLUMNS = (("accuracy", "accuracy"), ("ECE", "ece"), ("Brier", "brier_score"), ("overconf. gap", "overconfidence_gap"),
@@ -19,17 +19,11 @@ COLUMNS = (("accuracy", "accuracy"), ("ECE", "ece"), ("Brier", "brier_score"), (
            ("format", "confidence_format_adherence"))
 
 
-def _write_json(path: str, value) -> None:
-  with atomic_file(path) as tmp, open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-    f.write("\n")
-
-
 def write_report(folder: str, name: str, records: list[dict], summary: dict) -> None:
   """Writes the three files of one evaluation into `folder` (created if needed)."""
   os.makedirs(folder, exist_ok=True)
-  _write_json(os.path.join(folder, INFERENCE_FILE), records)
-  _write_json(os.path.join(folder, METRICS_FILE), summary)
+  write_json(os.path.join(folder, INFERENCE_FILE), records, indent=1)
+  write_json(os.path.join(folder, METRICS_FILE), summary, indent=1)
   plots.reliability_diagram({name: summary}, os.path.join(folder, DIAGRAM_FILE))
 
 

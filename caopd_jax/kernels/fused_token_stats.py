@@ -19,6 +19,7 @@ accumulators). The teacher gets no gradient. Rows past N are zero with zero cota
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -169,19 +170,15 @@ def _pad_to(x, size, axis):
   return jnp.pad(x, [(0, size - x.shape[axis]) if a == axis else (0, 0) for a in range(x.ndim)])
 
 
-class _Static:
-  """Hashable static arguments of one call."""
-
-  def __init__(self, vocab, block_n, block_v, temperature, teacher, with_kl, interpret):
-    self.vocab, self.block_n, self.block_v = vocab, block_n, block_v
-    self.temperature, self.teacher, self.with_kl, self.interpret = temperature, teacher, with_kl, interpret
-    self._key = (vocab, block_n, block_v, temperature, teacher, with_kl, interpret)
-
-  def __hash__(self):
-    return hash(self._key)
-
-  def __eq__(self, other):
-    return isinstance(other, _Static) and self._key == other._key
+class _Static(NamedTuple):
+  """Static (hashable) arguments of one call."""
+  vocab: int
+  block_n: int
+  block_v: int
+  temperature: float
+  teacher: bool
+  with_kl: bool
+  interpret: bool
 
 
 def _inputs(h, w, y, ht, wt, st: _Static):

@@ -17,10 +17,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from caopd_jax.errors import CaopdError
-from caopd_jax.models.config import config_to_dict
 from caopd_jax.train.step import TrainState
-from caopd_jax.weights.atomic import atomic_file
-from caopd_jax.weights.orbax_checkpoint import CONFIG_FILE, FORMAT, TRAINING_CHECKPOINTS
+from caopd_jax.weights.atomic import write_json
+from caopd_jax.weights.orbax_checkpoint import TRAINING_CHECKPOINTS, write_model_config
 
 RUN_CONFIG = "config.json"
 # Fields a resumed run may change: how long, how often to save, how to log.
@@ -35,13 +34,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     else:
       flat[f"{prefix}{key}"] = value
   return flat
-
-
-def _write_json(path: str, value: dict) -> None:
-  with atomic_file(path) as tmp:
-    with open(tmp, "w") as f:
-      json.dump(value, f, indent=2)
-      f.write("\n")
 
 
 def check_resumable(run_dir: str, config: dict) -> None:
@@ -67,9 +59,8 @@ class RunCheckpoints:
 
   def write_run_files(self, config: dict, model_config, tokenizer) -> None:
     """config.json, model_config.json and tokenizer/ (once, at the start of a new run)."""
-    _write_json(os.path.join(self.run_dir, RUN_CONFIG), config)
-    _write_json(os.path.join(self.run_dir, CONFIG_FILE),
-                {"format": FORMAT, "version": 1, "config": config_to_dict(model_config)})
+    write_json(os.path.join(self.run_dir, RUN_CONFIG), config)
+    write_model_config(self.run_dir, model_config)
     tokenizer.save(os.path.join(self.run_dir, "tokenizer"))
 
   def latest_step(self) -> int | None:

@@ -10,6 +10,8 @@ import json
 import math
 import os
 
+from caopd_jax.weights.atomic import atomic_file
+
 METRICS_FILE = "metrics.jsonl"
 # (metric key, short label) shown on the progress bar.
 HEADLINE = (("train/loss", "loss"), ("rollout/accuracy", "acc"), ("rollout/mean_confidence", "conf"),
@@ -32,7 +34,7 @@ class RunLogger:
                progress: bool = True):
     self.path = os.path.join(run_dir, METRICS_FILE)
     kept = [r for r in read_metrics(run_dir) if r["step"] <= start_step]
-    with open(self.path, "w") as f:
+    with atomic_file(self.path) as tmp, open(tmp, "w") as f:  # a kill here keeps the old file
       f.writelines(json.dumps(r) + "\n" for r in kept)
     self.writer = None
     if tensorboard:

@@ -1,6 +1,7 @@
 """Write-then-rename for output folders, so no failure leaves a half-written checkpoint."""
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -48,3 +49,10 @@ def atomic_file(path: str) -> Iterator[str]:
     os.remove(tmp)
     raise
   os.replace(tmp, path)
+
+
+def write_json(path: str, value, indent: int = 2) -> None:
+  """Writes `value` as JSON to `path` atomically (with a trailing newline)."""
+  with atomic_file(path) as tmp, open(tmp, "w") as f:
+    json.dump(value, f, indent=indent)
+    f.write("\n")

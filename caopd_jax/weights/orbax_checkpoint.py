@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from caopd_jax.errors import CheckpointFormatError, InputNotFoundError
 from caopd_jax.models import transformer
 from caopd_jax.models.config import ModelConfig, config_from_dict, config_to_dict
-from caopd_jax.weights.atomic import atomic_directory
+from caopd_jax.weights.atomic import atomic_directory, write_json
 
 FORMAT = "caopd-jax-params"
 CONFIG_FILE = "model_config.json"
@@ -79,11 +79,15 @@ def read_config(path: str) -> ModelConfig:
     raise CheckpointFormatError(f"{config_path}: unreadable model config ({e})") from None
 
 
+def write_model_config(folder: str, config: ModelConfig) -> None:
+  """folder/model_config.json in this project's format."""
+  write_json(os.path.join(folder, CONFIG_FILE), {"format": FORMAT, "version": 1, "config": config_to_dict(config)})
+
+
 def save_orbax(path: str, config: ModelConfig, params: dict, tokenizer=None, overwrite: bool = False) -> None:
   """Writes one checkpoint folder (see the module docstring); atomic: all or nothing."""
   with atomic_directory(path, overwrite=overwrite) as tmp:
-    with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-      json.dump({"format": FORMAT, "version": 1, "config": config_to_dict(config)}, f, indent=2)
+    write_model_config(tmp, config)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(tmp, "params"), params)
     checkpointer.wait_until_finished()

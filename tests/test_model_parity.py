@@ -55,6 +55,31 @@ def test_padding_does_not_change_real_tokens(family):
   np.testing.assert_allclose(padded, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_contiguous_rows_take_the_fused_attention_path_with_the_same_result(family):
+  """hidden_states(contiguous=True) (rows rotated so the real run comes first, attention on row lengths) equals
+  the mask path for rows padded left, right, both and not at all, and for a row with no real token; gradients too.
+  For OLMo-3 (sliding window) it is the mask path itself."""
+  _, _, config, params, _ = family
+  t = 12
+  ids = np.random.default_rng(3).integers(0, config.vocab_size, (5, t))
+  mask = np.zeros((5, t), bool)
+  for row, (start, stop) in enumerate([(0, t), (4, t), (0, 7), (3, 9), (0, 0)]):
+    mask[row, start:stop] = True
+
+  def loss(p, contiguous):
+    h = models.hidden_states(config, p, jnp.asarray(ids), jnp.asarray(mask), contiguous=contiguous)
+    return jnp.sum(jnp.where(jnp.asarray(mask)[..., None], h, 0.0) ** 2), h
+
+  (l_mask, h_mask), g_mask = jax.value_and_grad(loss, has_aux=True)(params, False)
+  (l_fused, h_fused), g_fused = jax.value_and_grad(loss, has_aux=True)(params, True)
+  assert np.all(np.isfinite(np.asarray(h_fused)))
+  np.testing.assert_allclose(np.asarray(h_fused)[mask], np.asarray(h_mask)[mask], atol=2e-5, rtol=2e-5)
+  np.testing.assert_allclose(float(l_fused), float(l_mask), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_fused), jax.tree.leaves(g_mask)):
+    assert np.all(np.isfinite(np.asarray(a)))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * max(1.0, float(np.abs(b).max())), rtol=1e-4)
+
+
 def test_config_round_trips_through_transformers(family):
   name, model, config, _, _ = family
   hf = hf_config.to_hf(config)

@@ -41,32 +41,24 @@ def _inputs(n, v, d=8, scale=1.0, seed=0, same_teacher=False, zero_w=False, nega
 CASES = [(5, 4 * TILE), (5, 4 * TILE - 1), (5, 4 * TILE + 1), (7, 53), (1, TILE // 2 + 3), (33, 29)]
 
 
-@pytest.mark.parametrize("n, v", CASES)
-@pytest.mark.parametrize("variant", ["plain", "peaky", "negative", "zero_w", "same_teacher"])
-def test_forward_and_gradients_match_float64(n, v, variant):
-  h, w, y, ht, wt = _inputs(n, v, scale=30.0 if variant == "peaky" else 1.0, negative=variant == "negative",
-                            zero_w=variant == "zero_w", same_teacher=variant == "same_teacher")
-  temperature = 0.9
-  ours = token_stats_pallas(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(ht), jnp.asarray(wt),
-                            temperature=temperature, with_kl=True, chunk_size=TILE, block_n=8)
+def _check_against_float64(h, w, y, ht, wt, **layout):
+  """Forward outputs and vjp gradients (random cotangents on every output) of the kernels vs float64."""
+  temperature, n = 0.9, h.shape[0]
+  kernel = lambda h, w: token_stats_pallas(h, w, jnp.asarray(y), jnp.asarray(ht), jnp.asarray(wt),  # noqa: E731
+                                           temperature=temperature, with_kl=True, chunk_size=TILE, block_n=8,
+                                           **layout)
+  ours = kernel(jnp.asarray(h), jnp.asarray(w))
   ref = _reference(h, w, y, ht, wt, temperature)
   for field in FIELDS:
     np.testing.assert_allclose(np.asarray(getattr(ours, field)), np.asarray(getattr(ref, field)), atol=1e-4,
                                rtol=1e-4, err_msg=field)
-  if variant == "zero_w":
-    np.testing.assert_allclose(np.asarray(ours.entropy), np.log(v), rtol=1e-6)
-  if variant == "same_teacher":
-    np.testing.assert_allclose(np.asarray(ours.kl_st), 0.0, atol=1e-5)
-
   cotangents = [np.random.default_rng(1).normal(size=n).astype(np.float32) for _ in FIELDS]
 
   def scalar(fn, h, w):
     stats = fn(h, w)
     return sum(jnp.sum(getattr(stats, f) * c) for f, c in zip(FIELDS, cotangents))
 
-  pallas = lambda h, w: token_stats_pallas(h, w, jnp.asarray(y), jnp.asarray(ht), jnp.asarray(wt),  # noqa: E731
-                                           temperature=temperature, with_kl=True, chunk_size=TILE, block_n=8)
-  dh, dw = jax.grad(lambda h, w: scalar(pallas, h, w), argnums=(0, 1))(jnp.asarray(h), jnp.asarray(w))
+  dh, dw = jax.grad(lambda h, w: scalar(kernel, h, w), argnums=(0, 1))(jnp.asarray(h), jnp.asarray(w))
   with jax.enable_x64(True):
     naive = lambda h, w: token_stats_naive(h, w, jnp.asarray(y), jnp.asarray(ht, jnp.float64),  # noqa: E731
                                            jnp.asarray(wt, jnp.float64), temperature=temperature, with_kl=True)
@@ -75,6 +67,30 @@ def test_forward_and_gradients_match_float64(n, v, variant):
   scale = lambda r: max(float(np.max(np.abs(r))), 1e-3)  # noqa: E731
   assert float(np.max(np.abs(np.asarray(dh) - np.asarray(rh)))) <= 1e-4 * scale(rh) + 1e-5
   assert float(np.max(np.abs(np.asarray(dw) - np.asarray(rw)))) <= 1e-4 * scale(rw) + 1e-5
+  return ours
+
+
+@pytest.mark.parametrize("n, v", CASES)
+@pytest.mark.parametrize("variant", ["plain", "peaky", "negative", "zero_w", "same_teacher"])
+def test_forward_and_gradients_match_float64(n, v, variant):
+  h, w, y, ht, wt = _inputs(n, v, scale=30.0 if variant == "peaky" else 1.0, negative=variant == "negative",
+                            zero_w=variant == "zero_w", same_teacher=variant == "same_teacher")
+  ours = _check_against_float64(h, w, y, ht, wt, backward="two_pass")
+  if variant == "zero_w":
+    np.testing.assert_allclose(np.asarray(ours.entropy), np.log(v), rtol=1e-6)
+  if variant == "same_teacher":
+    np.testing.assert_allclose(np.asarray(ours.kl_st), 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, v", [(5, 4 * TILE - 1), (7, 53), (33, 29)])
+@pytest.mark.parametrize("backward, block_d, d, chunk_rows", [
+    ("dlogits", 4, 8, 16), ("dlogits", 8, 12, 4096), ("atomic", 4, 8, None), ("atomic", 8, 12, None),
+    ("atomic", None, 8, None), ("two_pass", 4, 8, None), ("two_pass", 8, 12, None)])
+def test_d_chunks_and_every_backward_match_float64(n, v, backward, block_d, d, chunk_rows):
+  """The GPU layout (tile matmuls in D chunks, D padded to whole chunks) with each backward strategy;
+  dlogits with chunks of 16 rows covers several row chunks and a padded last one."""
+  h, w, y, ht, wt = _inputs(n, v, d=d, scale=3.0)
+  _check_against_float64(h, w, y, ht, wt, backward=backward, block_d=block_d, chunk_rows=chunk_rows or 4096)
 
 
 def test_student_only_and_padded_rows_get_no_gradient():

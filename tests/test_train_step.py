@@ -203,7 +203,7 @@ DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl", "jsd")
 CALIBRATION_WEIGHTS = (0.0, 0.7)
 STATS_DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl")   # the ones whose values come from token_stats
 LOSS_SETTINGS = tuple(loss_settings(d, w) for d in DIVERGENCES for w in CALIBRATION_WEIGHTS) + tuple(
-    loss_settings(d, 0.7, "naive") for d in STATS_DIVERGENCES)
+    loss_settings(d, 0.7, impl) for d in STATS_DIVERGENCES for impl in ("naive", "pallas"))
 
 
 @pytest.fixture(scope="module")
@@ -358,13 +358,15 @@ def test_non_finite_step_leaves_the_state_unchanged(pairs):
   jax.tree.map(np.testing.assert_array_equal, after, before)   # NaN equals NaN here: the teacher is kept as it was
 
 
-# ------------------------------------------------------------------------------------------------ 5. naive vs chunked
+# ------------------------------------------------------------------------------ 5. naive vs chunked vs Pallas kernels
 
 
 @pytest.mark.parametrize("divergence", STATS_DIVERGENCES)
 @pytest.mark.parametrize("name", ["llama", "qwen3"])
-def test_naive_and_chunked_token_stats_give_the_same_loss_and_gradient(our_losses, name, divergence):
-  chunked = our_losses(name)[loss_settings(divergence, 0.7, "xla_chunked")]
+@pytest.mark.parametrize("impl", ["xla_chunked", "pallas"])
+def test_streamed_token_stats_give_the_naive_loss_and_gradient(our_losses, name, divergence, impl):
+  """xla_chunked and the Pallas kernels (interpret mode here) through the whole loss and its gradient."""
+  chunked = our_losses(name)[loss_settings(divergence, 0.7, impl)]
   naive = our_losses(name)[loss_settings(divergence, 0.7, "naive")]
   np.testing.assert_allclose(chunked[0], naive[0], rtol=1e-5, atol=LOSS_ATOL)
   for key in naive[1]:   # divergence, calibration_ce, entropy, kl_estimate, loss_tokens

@@ -1,9 +1,14 @@
 """Softmax attention with grouped query heads.
 
-Keys and values are laid out [B, K, S, Dh] (batch and kv-head leading, as the KV
-cache stores them, so decoding reads each layer's cache buffer directly as a
-batched matmul operand). Scores and softmax are float32; the weighted sum runs
-in v's dtype.
+`attend` takes any boolean mask. Keys and values are laid out [B, K, S, Dh] (batch
+and kv-head leading, as the KV cache stores them, so decoding reads each layer's
+cache buffer directly as a batched matmul operand). Scores and softmax are float32;
+the weighted sum runs in v's dtype.
+
+`attend_right_padded` is the training forward's fast path: causal attention of rows
+whose real tokens come first, given their lengths. On GPUs with bf16/f16 activations
+it runs as cuDNN flash attention (`jax.nn.dot_product_attention`), which never
+writes the [T, T] scores; elsewhere the same call's XLA form.
 """
 
 import jax
@@ -23,3 +28,23 @@ def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray) ->
   scores = jnp.where(mask[:, None, None], scores, MASK_VALUE)
   weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   return jnp.einsum("bkgts,bksd->btkgd", weights, v).reshape(b, t, h, dh)
+
+
+def fused_implementation(dtype) -> str:
+  """`jax.nn.dot_product_attention`'s implementation for activations of `dtype` on this backend."""
+  return "cudnn" if jax.default_backend() == "gpu" and dtype in (jnp.bfloat16, jnp.float16) else "xla"
+
+
+def attend_right_padded(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, lengths: jnp.ndarray) -> jnp.ndarray:
+  """Causal attention within the first lengths[b] tokens of each row.
+
+  q [B, T, H, Dh]; k, v [B, T, K, Dh] (not the cache layout); lengths int [B] -> [B, T, H, Dh].
+  Outputs at or past a row's length are 0, and so are the gradients flowing back to q, k, v there
+  (a guard: nothing the fused kernel writes at padded positions can reach a gradient).
+  """
+  lengths = lengths.astype(jnp.int32)
+  real = (jnp.arange(q.shape[1])[None, :] < lengths[:, None])[:, :, None, None]
+  q, k, v = (jnp.where(real, x, jnp.zeros((), x.dtype)) for x in (q, k, v))
+  out = jax.nn.dot_product_attention(q, k, v, is_causal=True, query_seq_lengths=lengths,
+                                     key_value_seq_lengths=lengths, implementation=fused_implementation(q.dtype))
+  return jnp.where(real, out, jnp.zeros((), out.dtype))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from caopd_jax.models import rope as rope_lib
-from caopd_jax.models.attention import attend
+from caopd_jax.models.attention import attend, attend_right_padded
 from caopd_jax.models.config import ModelConfig
 
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], num_layers: int | None,
@@ -82,7 +82,8 @@ class Attention(nnx.Module):
                cache: tuple | None = None) -> tuple[jnp.ndarray, tuple | None]:
     """Attention of T new tokens; x [B, T, D], cos/sin [B, T, Dh] -> (out [B, T, D], updated cache or None).
 
-    Without a cache, mask is bool [B, T, T] among the new tokens. With cache = (k, v, index) (buffers
+    Without a cache, mask is bool [B, T, T] among the new tokens, or int32 [B] row lengths of right-padded
+    rows (causal; `attend_right_padded`, flash attention on GPUs). With cache = (k, v, index) (buffers
     [B, K, S, Dh], int32 slot of the first new token), the new keys/values are written into slots
     index .. index + T - 1 first and the queries attend over all S slots with mask bool [B, T, S].
     """
@@ -95,6 +96,8 @@ class Attention(nnx.Module):
     if c.qk_norm != "none":
       q, k = self.q_norm(q), self.k_norm(k)
     q, k = rope_lib.apply(q, cos, sin), rope_lib.apply(k, cos, sin)
+    if mask.ndim == 1:
+      return jnp.einsum("bthk,hkd->btd", attend_right_padded(q, k, v, mask), self.o_proj[...]), None
     k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, K, T, Dh]
     if cache is not None:
       cache_k, cache_v, index = cache

@@ -42,10 +42,12 @@ class Transformer(nnx.Module):
       self.lm_head = _param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), None, "normal", dtype)
 
   def __call__(self, token_ids: jnp.ndarray, positions: jnp.ndarray, attention_mask: jnp.ndarray,
-               cache: KVCache | None = None, layers: list | None = None):
+               cache: KVCache | None = None, layers: list | None = None, lengths: jnp.ndarray | None = None):
     """Final hidden states [B, T, D] of T new tokens; with a cache, (hidden, updated cache).
 
-    token_ids, positions int [B, T]; attention_mask bool [B, T] (True = real token).
+    token_ids, positions int [B, T]; attention_mask bool [B, T] (True = real token). lengths int [B]:
+    the rows are right-padded with these many real tokens (no sliding window), and attention takes
+    the fused path (`attention.attend_right_padded`) instead of a [B, T, T] mask.
     Without `cache` (training) the layers run as one `lax.scan` over the stacked weights. With
     `cache` (prefill and decoding) the tokens go into slots cache.index .. cache.index + T - 1 and
     attend to everything cached; the layers then run unrolled over `layers`
@@ -69,7 +71,7 @@ class Transformer(nnx.Module):
         new_v.append(v)
       return self.final_norm(x), KVCache(tuple(new_k), tuple(new_v), cache.valid, cache.index + token_ids.shape[1])
 
-    masks = _attention_masks(c, attention_mask)
+    masks = _attention_masks(c, attention_mask) if lengths is None else {"full": lengths, "sliding": lengths}
 
     def body(h, per_layer):
       weights, sliding = per_layer
@@ -132,10 +134,30 @@ def _prepare(token_ids, attention_mask, positions):
 
 
 def hidden_states(config: ModelConfig, params: Params, token_ids: jnp.ndarray,
-                  attention_mask: jnp.ndarray | None = None, positions: jnp.ndarray | None = None) -> jnp.ndarray:
-  """Final (normed) hidden states [B, T, D] in the params' dtype; arguments as in `logits`."""
+                  attention_mask: jnp.ndarray | None = None, positions: jnp.ndarray | None = None, *,
+                  contiguous: bool = False) -> jnp.ndarray:
+  """Final (normed) hidden states [B, T, D] in the params' dtype; arguments as in `logits`.
+
+  contiguous=True promises that each row's real tokens form one run (padding only on the left and/or
+  right, as in prompt + completion rows). The rows are then rotated so that the run comes first,
+  attention runs on row lengths (cuDNN flash attention on GPUs with bf16 weights; no [B, T, T] mask
+  or scores), and the result is rotated back. Models with a sliding window take the mask path.
+  """
   attention_mask, positions = _prepare(token_ids, attention_mask, positions)
-  return nnx.merge(graphdef(config), params)(token_ids, positions, attention_mask)
+  model = nnx.merge(graphdef(config), params)
+  if not contiguous or config.sliding_window is not None:
+    return model(token_ids, positions, attention_mask)
+  lead = jnp.argmax(attention_mask, axis=1)    # leading padding of each row (0 for a row without tokens)
+  front = lambda x: _rotate_rows(x, lead)  # noqa: E731
+  h = model(front(token_ids), front(positions), front(attention_mask), lengths=jnp.sum(attention_mask, axis=1))
+  return _rotate_rows(h, -lead)
+
+
+def _rotate_rows(x: jnp.ndarray, shift: jnp.ndarray) -> jnp.ndarray:
+  """Row b of x [B, T, ...] rotated left by shift[b] (int [B]) along T."""
+  t = x.shape[1]
+  index = (jnp.arange(t)[None, :] + shift[:, None]) % t
+  return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
 def forward_with_cache(config: ModelConfig, params: Params, token_ids: jnp.ndarray, attention_mask: jnp.ndarray,

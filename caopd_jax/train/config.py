@@ -22,7 +22,7 @@ from caopd_jax.data.prompts import PromptConfig
 from caopd_jax.errors import CaopdError
 
 DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl", "jsd")
-TOKEN_STATS = ("xla_chunked", "naive")
+TOKEN_STATS = ("xla_chunked", "naive", "pallas")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -67,8 +67,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.distill.skip_first_tokens = 3   # completion tokens excluded from the divergence
   c.distill.calibration_weight = 0.0  # lambda: weight of the student's CE on the confidence-value tokens
   c.distill.temperature = 1.0       # softmax temperature of both models in the loss
-  c.distill.token_stats = "xla_chunked"  # xla_chunked | naive (materialises [tokens, vocab] logits)
-  c.distill.vocab_chunk = 4096      # vocabulary columns per chunk of xla_chunked
+  # xla_chunked | naive (materialises [tokens, vocab] logits) | pallas (fused kernels; GPU/TPU, see kernels/README.md)
+  c.distill.token_stats = "xla_chunked"
+  c.distill.vocab_chunk = 4096      # vocabulary columns per chunk of xla_chunked (pallas uses its own tiles)
   c.distill.teacher_ema = 0.01      # teacher <- a * student + (1 - a) * teacher after every step
 
   c.optim = ml_collections.ConfigDict()

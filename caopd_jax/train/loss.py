@@ -20,11 +20,13 @@ sequence's mean by the number of present sequences of the FULL batch (`normalize
 micro-batch losses and gradients simply add up.
 """
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from caopd_jax.kernels.fused_token_stats import token_stats_pallas
 from caopd_jax.losses import divergences
 from caopd_jax.losses.token_stats import IMPLEMENTATIONS
 from caopd_jax.models import transformer
@@ -44,7 +46,9 @@ class LossSettings(NamedTuple):
 
 class LossBatch(NamedTuple):
   """Device arrays of B rows. student_tokens / student_mask [B, Ps + C]; teacher_tokens / teacher_mask
-  [B, Pt + C]; completion int32 [B, C] (the last C columns of both sides); loss_mask, confidence_mask float32 [B, C]."""
+  [B, Pt + C]; completion int32 [B, C] (the last C columns of both sides); loss_mask, confidence_mask float32 [B, C].
+  Each row's real tokens are one run (left-padded prompt, right-padded completion): the models use that
+  (`hidden_states(..., contiguous=True)`)."""
   student_tokens: jax.Array
   student_mask: jax.Array
   teacher_tokens: jax.Array
@@ -65,7 +69,7 @@ def normalizers(batch: LossBatch, settings: LossSettings) -> jax.Array:
 def _completion_hidden(config: ModelConfig, params, tokens, mask, completion_length: int):
   """Hidden states [B, C, D] at the columns that predict the C completion tokens."""
   prompt_width = tokens.shape[1] - completion_length
-  h = transformer.hidden_states(config, params, tokens, mask)
+  h = transformer.hidden_states(config, params, tokens, mask, contiguous=True)   # prompt + completion rows
   return h[:, prompt_width - 1:prompt_width - 1 + completion_length]
 
 
@@ -73,6 +77,13 @@ def _jsd(h_s, w_s, h_t, w_t, settings: LossSettings):
   logp = lambda h, w: jax.nn.log_softmax(  # noqa: E731
       jnp.einsum("bcd,dv->bcv", h, w, preferred_element_type=jnp.float32) / settings.temperature, axis=-1)
   return divergences.generalized_jsd(logp(h_s, w_s), logp(h_t, w_t), settings.alpha)
+
+
+def _token_stats(settings: LossSettings):
+  """The configured token-stats function; the Pallas kernels use their per-platform tiles (kernels/README.md)."""
+  if settings.token_stats == "pallas":
+    return token_stats_pallas
+  return functools.partial(IMPLEMENTATIONS[settings.token_stats], chunk_size=settings.vocab_chunk)
 
 
 def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config: ModelConfig,
@@ -89,10 +100,9 @@ def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config
   w_s = transformer.unembedding(config, student)
   w_t = jax.lax.stop_gradient(transformer.unembedding(config, teacher))
   d = h_s.shape[-1]
-  stats = IMPLEMENTATIONS[settings.token_stats](
-      h_s.reshape(-1, d), w_s, batch.completion.reshape(-1), h_t.reshape(-1, d), w_t,
-      temperature=settings.temperature, chunk_size=settings.vocab_chunk,
-      with_kl=settings.divergence in ("forward_kl", "reverse_kl"))
+  stats = _token_stats(settings)(h_s.reshape(-1, d), w_s, batch.completion.reshape(-1), h_t.reshape(-1, d), w_t,
+                                 temperature=settings.temperature,
+                                 with_kl=settings.divergence in ("forward_kl", "reverse_kl"))
   stats = jax.tree.map(lambda x: x.reshape(batch.completion.shape), stats)
   if settings.divergence == "sampled_token":
     per_token = divergences.sampled_token_reverse_kl_surrogate(stats.logprob, stats.teacher_logprob)

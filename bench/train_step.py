@@ -3,11 +3,13 @@
 forward without gradient, AdamW, bf16 weights.
 
     python bench/train_step.py --model qwen3-0.6b --token_stats pallas --json out.json
+    python bench/train_step.py --model qwen3-8b --mesh=fsdp:2 --batch 16 --prompt 1024 --teacher_prompt 1024 \
+        --completion 1024 --micro_batches 8
 
 One backend per process, so that the peak memory (`memory_stats()["peak_bytes_in_use"]`, like
-torch's max_memory_allocated) is that backend's. Student tokens/s counts prompt + completion tokens
-of every row per step, as the baseline does; MFU counts 6 N per student token + 2 N per teacher token
-against --peak_tflops.
+torch's max_memory_allocated; the largest over this process's devices) is that backend's. Student
+tokens/s counts prompt + completion tokens of every row per step, as the baseline does; MFU counts
+6 N per student token + 2 N per teacher token against --peak_tflops per device of the mesh.
 """
 
 import argparse
@@ -19,10 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from caopd_jax import models
+from caopd_jax.sharding.distributed import global_batch
+from caopd_jax.sharding.mesh import make_mesh
+from caopd_jax.sharding.rules import Layout
 from caopd_jax.train.config import TOKEN_STATS
 from caopd_jax.train.loss import LossBatch, LossSettings
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
-from caopd_jax.train.step import init_state, make_train_step
+from caopd_jax.train.step import make_train_step, sharded_init_state
 
 
 def random_batch(vocab, batch, prompt, teacher_prompt, completion, seed=0) -> LossBatch:
@@ -31,10 +36,10 @@ def random_batch(vocab, batch, prompt, teacher_prompt, completion, seed=0) -> Lo
   completion_ids = rng.integers(0, vocab, (batch, completion))
   student = np.concatenate([rng.integers(0, vocab, (batch, prompt)), completion_ids], 1)
   teacher = np.concatenate([rng.integers(0, vocab, (batch, teacher_prompt)), completion_ids], 1)
-  ones = lambda shape: jnp.ones(shape, jnp.float32)  # noqa: E731
-  return LossBatch(jnp.asarray(student, jnp.int32), ones(student.shape).astype(jnp.int32),
-                   jnp.asarray(teacher, jnp.int32), ones(teacher.shape).astype(jnp.int32),
-                   jnp.asarray(completion_ids, jnp.int32), ones(completion_ids.shape), jnp.zeros(completion_ids.shape))
+  ones = lambda shape, dtype=np.float32: np.ones(shape, dtype)  # noqa: E731
+  return LossBatch(student.astype(np.int32), ones(student.shape, np.int32), teacher.astype(np.int32),
+                   ones(teacher.shape, np.int32), completion_ids.astype(np.int32), ones(completion_ids.shape),
+                   np.zeros(completion_ids.shape, np.float32))
 
 
 def main():
@@ -43,6 +48,7 @@ def main():
   p.add_argument("--token_stats", default="pallas", choices=TOKEN_STATS)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--micro_batches", type=int, default=1)
+  p.add_argument("--mesh", default="1", help="as for training: 1, auto, data:2,fsdp:4,tensor:1 or a preset")
   p.add_argument("--prompt", type=int, default=512)
   p.add_argument("--teacher_prompt", type=int, default=768)
   p.add_argument("--completion", type=int, default=512)
@@ -51,12 +57,17 @@ def main():
   p.add_argument("--json", default=None)
   args = p.parse_args()
   config = models.preset(args.model)
-  student = models.init(config, jax.random.key(0), jnp.bfloat16)
+  layout = Layout(make_mesh(args.mesh))
+  student = jax.jit(models.init, static_argnums=(0, 2), out_shardings=layout.params(
+      config, models.param_shapes(config, jnp.bfloat16)))(config, jax.random.key(0), jnp.bfloat16)
   optimizer = make_optimizer(2e-5, 1000)
-  state = init_state(student, optimizer, teacher_dtype=jnp.bfloat16)
+  state, shardings = sharded_init_state(layout, config, student, optimizer, jnp.bfloat16)
+  del student
   settings = LossSettings(divergence="forward_kl", skip_first=0, token_stats=args.token_stats)
-  step = make_train_step(config, settings, optimizer, learning_rate_schedule(2e-5, 1000), 0.01, args.micro_batches)
-  batch = random_batch(config.vocab_size, args.batch, args.prompt, args.teacher_prompt, args.completion)
+  step = make_train_step(config, settings, optimizer, learning_rate_schedule(2e-5, 1000), 0.01, args.micro_batches,
+                         layout, shardings)
+  batch = global_batch(layout.sharding(("batch",), (args.batch,)),
+                       random_batch(config.vocab_size, args.batch, args.prompt, args.teacher_prompt, args.completion))
   start = time.perf_counter()
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
@@ -69,13 +80,15 @@ def main():
   n_params = config.num_params()
   student_tokens = args.batch * (args.prompt + args.completion)
   teacher_tokens = args.batch * (args.teacher_prompt + args.completion)
-  stats = jax.devices()[0].memory_stats() or {}
-  out = {"model": args.model, "token_stats": args.token_stats, "batch": args.batch, "prompt": args.prompt,
+  devices = layout.mesh.devices.size
+  peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in layout.mesh.devices.flat)
+  out = {"model": args.model, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats,
+         "batch": args.batch, "micro_batches": args.micro_batches, "prompt": args.prompt,
          "teacher_prompt": args.teacher_prompt, "completion": args.completion, "step_s": round(step_s, 4),
          "first_step_s": round(compile_s, 1), "student_tokens_per_s": round(student_tokens / step_s),
          "mfu": round((6 * n_params * student_tokens + 2 * n_params * teacher_tokens) / step_s
-                      / (args.peak_tflops * 1e12), 3),
-         "peak_gib": round(stats.get("peak_bytes_in_use", 0) / 2**30, 2), "loss": float(metrics["loss"]),
+                      / (args.peak_tflops * 1e12 * devices), 3),
+         "peak_gib_per_device": round(peak / 2**30, 2), "loss": float(metrics["loss"]),
          "device": str(jax.devices()[0]), "jax": jax.__version__}
   print(json.dumps(out), flush=True)
   if args.json:

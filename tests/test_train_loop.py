@@ -160,7 +160,9 @@ def test_resume_with_another_config_is_refused(setup, reference_run):
     ("--config.train.micro_batch_size=3", "must divide train.batch_size"),
     ("--config.distill.divergence=kl", "is not one of"),
     ("--config.distill.calibrate=false", None),
-    ("--mesh=8", "one device only"),
+    ("--mesh=8", "expected 1, auto, a preset"),
+    ("--mesh=fsdp:4", "needs 4 devices, but 1 are visible"),
+    ("--config.sharding.rules=vocab=pipeline", "sharding.rules entry 'vocab=pipeline'"),
 ])
 def test_config_errors(setup, override, message):
   config_file, _ = setup

@@ -49,8 +49,10 @@ def question_level(records: list[dict], num_samples: int) -> dict:
 
 def evaluate(config: ModelConfig, params, tokenizer: Tokenizer, examples: Sequence[Example], prompts: PromptConfig,
              *, max_new_tokens: int, num_samples: int = 1, temperature: float = 0.0, batch_size: int = 64,
-             seed: int = 0, progress: bool = True) -> tuple[list[dict], dict]:
+             seed: int = 0, progress: bool = True, layout=None) -> tuple[list[dict], dict]:
   """(one record per completion, metrics summary); records in example order, an example's samples together.
+
+  layout: the `sharding.Layout` of sharded `params` (training's periodic evaluation), else None.
 
   A record: {"id", "prompt", "response", "golden_answer", "parsed_answer" (None if not parsed),
   "correct", "confidence" (None if not parsed), "sample"}.
@@ -62,7 +64,7 @@ def evaluate(config: ModelConfig, params, tokenizer: Tokenizer, examples: Sequen
     texts = [render(tokenizer, student_messages(ex, prompts)) for ex in chunk]
     out = rollout.sample(config, params, [tokenizer.encode(t) for t in texts], jax.random.key(seed + start),
                          num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature,
-                         stop_token_ids=tokenizer.stop_ids)
+                         stop_token_ids=tokenizer.stop_ids, layout=layout)
     for i, (ex, prompt) in enumerate(zip(chunk, texts)):
       for k in range(num_samples):
         response = tokenizer.decode(out.tokens[i, k, :out.lengths[i, k]].tolist(), skip_special_tokens=True)

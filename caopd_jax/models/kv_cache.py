@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from caopd_jax.models.config import ModelConfig
+from caopd_jax.sharding.layout import constrain
 
 
 class KVCache(NamedTuple):
@@ -27,7 +28,8 @@ class KVCache(NamedTuple):
 def init(config: ModelConfig, batch: int, length: int, dtype) -> KVCache:
   """An empty cache of `length` slots for `batch` rows."""
   shape = (batch, config.num_kv_heads, length, config.head_dim)
-  buffers = lambda: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))  # noqa: E731
+  names = ("batch", "cache_heads", "length", "head_dim")   # laid out by the active sharding layout, if any
+  buffers = lambda: tuple(constrain(jnp.zeros(shape, dtype), names) for _ in range(config.num_layers))  # noqa: E731
   return KVCache(buffers(), buffers(), jnp.zeros((batch, length), bool), jnp.zeros((), jnp.int32))
 
 

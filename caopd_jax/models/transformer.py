@@ -25,6 +25,7 @@ from caopd_jax.models.config import ModelConfig
 from caopd_jax.models import kv_cache
 from caopd_jax.models.kv_cache import KVCache
 from caopd_jax.models.layers import DecoderLayer, RMSNorm, _param
+from caopd_jax.sharding.layout import constrain
 
 Params = dict
 
@@ -54,7 +55,7 @@ class Transformer(nnx.Module):
     (`unstack_layers(params)`), so each layer writes and reads its own cache buffer in place.
     """
     c = self.config
-    x = jnp.take(self.embed[...], token_ids, axis=0)
+    x = constrain(jnp.take(self.embed[...], token_ids, axis=0), ("batch", "length", "act_embed"))
     full_cs = rope_lib.cos_sin(c.rope, c.head_dim, positions)
     sliding_cs = rope_lib.cos_sin(c.sliding_rope, c.head_dim, positions) if c.sliding_rope else full_cs
     layer_def, layer_weights = nnx.split(self.layers)
@@ -77,6 +78,7 @@ class Transformer(nnx.Module):
       weights, sliding = per_layer
       cos, sin = jax.tree.map(lambda f, s: jnp.where(sliding, s, f), full_cs, sliding_cs)
       mask = jnp.where(sliding, masks["sliding"], masks["full"])
+      h = constrain(h, ("batch", "length", "act_embed"))   # FSDP: rows stay split, weights are gathered
       return nnx.merge(layer_def, weights)(h, cos, sin, mask)[0], None
 
     x, _ = jax.lax.scan(body, x, (layer_weights, jnp.asarray(np.array(c.is_sliding))))

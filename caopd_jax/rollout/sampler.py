@@ -25,6 +25,9 @@ from caopd_jax.errors import CaopdError
 from caopd_jax.models import kv_cache
 from caopd_jax.models.config import ModelConfig
 from caopd_jax.rollout.sampling import choose
+from caopd_jax.sharding.distributed import to_host
+from caopd_jax.sharding.layout import activate, constrain
+from caopd_jax.sharding.rules import Layout
 
 MIN_PROMPT_BUCKET = 16
 
@@ -77,9 +80,15 @@ def _bucket(n: int, minimum: int = 1) -> int:
   return max(minimum, 1 << (n - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _prefill(config: ModelConfig, settings: Settings, cache_length: int, params, tokens, mask, keys) -> DecodeState:
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 7))
+def _prefill(config: ModelConfig, settings: Settings, cache_length: int, params, tokens, mask, keys,
+             layout: Layout | None) -> DecodeState:
   """tokens/mask [Bp, P] left-padded prompts; keys [Bp * K] -> the decode state before the first token."""
+  with activate(layout):
+    return _prefill_body(config, settings, cache_length, params, tokens, mask, keys)
+
+
+def _prefill_body(config, settings, cache_length, params, tokens, mask, keys) -> DecodeState:
   k = settings.num_samples
   positions = models.default_positions(mask)
   empty = kv_cache.init(config, tokens.shape[0], cache_length, params["embed"].dtype)
@@ -87,16 +96,25 @@ def _prefill(config: ModelConfig, settings: Settings, cache_length: int, params,
                                             models.unstack_layers(params))
   rows = tokens.shape[0] * k
   n = settings.max_new_tokens
+  cache = kv_cache.repeat(cache, k)
+  names = ("batch", "cache_heads", "length", "head_dim")
+  cache = cache._replace(k=tuple(constrain(x, names) for x in cache.k), v=tuple(constrain(x, names) for x in cache.v))
   return DecodeState(
-      step=jnp.zeros((), jnp.int32), cache=kv_cache.repeat(cache, k), hidden=jnp.repeat(hidden[:, -1], k, axis=0),
+      step=jnp.zeros((), jnp.int32), cache=cache, hidden=jnp.repeat(hidden[:, -1], k, axis=0),
       positions=jnp.repeat(mask.sum(axis=1).astype(jnp.int32), k), done=jnp.zeros((rows,), bool), keys=keys,
       tokens=jnp.zeros((rows, n), jnp.int32), logprobs=jnp.zeros((rows, n), jnp.float32),
       model_logprobs=jnp.zeros((rows, n), jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(3,))
-def _decode(config: ModelConfig, settings: Settings, params, state: DecodeState, until: jax.Array) -> DecodeState:
+@functools.partial(jax.jit, static_argnums=(0, 1, 5), donate_argnums=(3,))
+def _decode(config: ModelConfig, settings: Settings, params, state: DecodeState, until: jax.Array,
+            layout: Layout | None) -> DecodeState:
   """Generates tokens until step `until`, max_new_tokens, or every row is done."""
+  with activate(layout):
+    return _decode_body(config, settings, params, state, until)
+
+
+def _decode_body(config, settings, params, state: DecodeState, until) -> DecodeState:
   unembed = models.unembedding(config, params)
   layers = models.unstack_layers(params)  # once per call, outside the loop
   stop_ids = jnp.asarray(settings.stop_token_ids or (-1,), jnp.int32)
@@ -148,12 +166,13 @@ def _check(config: ModelConfig, prompts, settings: Settings, max_length: int) ->
 def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: jax.Array, *, num_samples: int = 1,
            max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            stop_token_ids: Sequence[int] = (), max_length: int | None = None, chunk: int = 64,
-           progress: bool = False) -> Rollouts:
+           progress: bool = False, layout: Layout | None = None) -> Rollouts:
   """K = `num_samples` completions of each tokenized prompt (see `Rollouts`).
 
   temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. A stop token ends a
   completion (it is kept, masked in). `max_length` bounds prompt + completion (default: the
-  model's max_position_embeddings). `progress` shows a bar over decode steps.
+  model's max_position_embeddings). `progress` shows a bar over decode steps. `layout`: the sharding
+  layout of `params` (`sharding.Layout`); the KV cache and decode rows are split by its rules.
   """
   settings = Settings(num_samples, max_new_tokens, float(temperature), int(top_k), float(top_p),
                       tuple(int(t) for t in stop_token_ids))
@@ -177,10 +196,10 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   keys = jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(
       jnp.arange(k)))(jnp.arange(rows)).reshape(rows * k)
 
-  state = _prefill(config, settings, width + steps, params, tokens, mask, keys)
+  state = _prefill(config, settings, width + steps, params, tokens, mask, keys, layout)
   bar = _progress_bar(steps, n * k) if progress else None
   for until in range(chunk, steps + chunk, chunk):
-    state = _decode(config, settings, params, state, jnp.int32(until))
+    state = _decode(config, settings, params, state, jnp.int32(until), layout)
     done_steps = int(state.step)
     if bar is not None:
       bar.update(done_steps - bar.n)
@@ -190,7 +209,7 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
     bar.close()
 
   def take(x):
-    return np.asarray(x).reshape(rows, k, *x.shape[1:])[:n]
+    return to_host(x).reshape(rows, k, *x.shape[1:])[:n]
 
   out_tokens, logprobs, model_logprobs, done = map(take, (state.tokens, state.logprobs, state.model_logprobs,
                                                           state.done))

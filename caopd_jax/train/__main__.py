@@ -1,7 +1,8 @@
-"""`python -m caopd_jax.train --config=configs/NAME.py [--config.FIELD=VALUE ...] [--mesh=1]`.
+"""`python -m caopd_jax.train --config=configs/NAME.py [--config.FIELD=VALUE ...] [--mesh=1|auto|data:2,fsdp:4]`.
 
 Trains (or resumes, if train.output_dir holds a run with the same config) and prints the run folder.
-`--print_config` prints the resolved config and exits.
+`--print_config` prints the resolved config and exits. On several hosts every process runs the same
+command; `jax.distributed` starts from the environment (sharding/distributed.py, launch/README.md).
 """
 
 import sys
@@ -18,8 +19,13 @@ def main(argv=None) -> int:
     return 0
   if rest:
     raise CaopdError(f"unknown arguments {rest}; use --config=FILE, --config.FIELD=VALUE, --mesh=1, --print_config")
+  from caopd_jax.sharding.distributed import initialize
   from caopd_jax.train.loop import train
-  print(train(config))
+  initialize()
+  run_dir = train(config)
+  import jax
+  if jax.process_index() == 0:
+    print(run_dir)
   return 0
 
 

@@ -20,6 +20,8 @@ import ml_collections
 
 from caopd_jax.data.prompts import PromptConfig
 from caopd_jax.errors import CaopdError
+from caopd_jax.sharding.mesh import AXES, parse_mesh
+from caopd_jax.sharding.rules import DEFAULT_RULES
 
 DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl", "jsd")
 TOKEN_STATS = ("xla_chunked", "naive", "pallas")
@@ -30,7 +32,11 @@ def default_config() -> ml_collections.ConfigDict:
   """All fields of a training run, documented; locked."""
   c = ml_collections.ConfigDict()
   c.seed = 42                       # seeds the data order, the rollouts and nothing else (params come from model.path)
-  c.mesh = "1"                      # device mesh; "1" = one device (the sharding issue adds real meshes)
+  # "1" (one device), "auto" (all devices: FSDP; data across processes), "data:2,fsdp:4,tensor:1" (sizes multiply
+  # to the device count), or a preset name of caopd_jax/sharding/mesh.py PRESETS
+  c.mesh = "1"                      # device mesh (see above)
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.rules = ""             # changes to sharding/rules.py DEFAULT_RULES, e.g. "vocab=,embed=fsdp+tensor"
 
   c.model = ml_collections.ConfigDict()
   c.model.path = ""                 # starting weights: HF folder, .gguf file, or caopd-jax Orbax checkpoint/run
@@ -67,8 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.distill.skip_first_tokens = 3   # completion tokens excluded from the divergence
   c.distill.calibration_weight = 0.0  # lambda: weight of the student's CE on the confidence-value tokens
   c.distill.temperature = 1.0       # softmax temperature of both models in the loss
-  # xla_chunked | naive (materialises [tokens, vocab] logits) | pallas (fused kernels; GPU/TPU, see kernels/README.md)
-  c.distill.token_stats = "xla_chunked"
+  c.distill.token_stats = "xla_chunked"  # xla_chunked | naive ([tokens, vocab] logits) | pallas (kernels/README.md)
   c.distill.vocab_chunk = 4096      # vocabulary columns per chunk of xla_chunked (pallas uses its own tiles)
   c.distill.teacher_ema = 0.01      # teacher <- a * student + (1 - a) * teacher after every step
 
@@ -117,8 +122,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "distill.token_stats", config.distill.token_stats, TOKEN_STATS)
   _choice(config, "distill.teacher_mode", config.distill.teacher_mode, ("demo", "correct_solution"))
   _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, ("demo", "skip"))
-  if config.mesh != "1":
-    raise CaopdError(f"--mesh={config.mesh}: this version trains on one device only; use --mesh=1")
+  parse_mesh(config.mesh)
+  rules_from_config(config)
   if not config.model.path:
     raise CaopdError("config.model.path is empty: set it to the starting weights (HF folder, .gguf or checkpoint)")
   positive = {"rollout.prompts_per_step": config.rollout.prompts_per_step, "rollout.num_samples":
@@ -160,6 +165,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CaopdError(f"config.eval needs every >= 0 and limit >= 1, got {config.eval.every}, {config.eval.limit}")
   if config.data.num_epochs < 0:
     raise CaopdError(f"config.data.num_epochs must be >= 0 (0 = repeat), got {config.data.num_epochs}")
+
+
+def rules_from_config(config) -> tuple:
+  """DEFAULT_RULES with the changes of config.sharding.rules ("name=axis+axis,name=,...")."""
+  rules = dict(DEFAULT_RULES)
+  for entry in filter(None, (e.strip() for e in config.sharding.rules.split(","))):
+    name, eq, axes = entry.partition("=")
+    axes = tuple(a.strip() for a in axes.split("+") if a.strip())
+    if not eq or name.strip() not in rules or any(a not in AXES for a in axes):
+      raise CaopdError(f"config.sharding.rules entry {entry!r}: expected NAME=AXIS[+AXIS] with NAME one of "
+                       f"{', '.join(rules)} and axes from {', '.join(AXES)} (empty: replicated)")
+    rules[name.strip()] = axes
+  return tuple(rules.items())
 
 
 def paper_config(model_path: str, dataset: str, steps: int) -> ml_collections.ConfigDict:

@@ -28,19 +28,22 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 
 class RunLogger:
-  """Writes each step's metrics; `start_step` > 0 resumes (see the module docstring)."""
+  """Writes each step's metrics; `start_step` > 0 resumes (see the module docstring). In a multi-process run
+  only the primary process (process 0) writes files and shows the bar; the others log nothing."""
 
   def __init__(self, run_dir: str, total_steps: int, start_step: int = 0, *, tensorboard: bool = True,
-               progress: bool = True):
+               progress: bool = True, primary: bool = True):
+    self.primary = primary
     self.path = os.path.join(run_dir, METRICS_FILE)
+    self.writer = self.bar = None
+    if not primary:
+      return
     kept = [r for r in read_metrics(run_dir) if r["step"] <= start_step]
     with atomic_file(self.path) as tmp, open(tmp, "w") as f:  # a kill here keeps the old file
       f.writelines(json.dumps(r) + "\n" for r in kept)
-    self.writer = None
     if tensorboard:
       from tensorboardX import SummaryWriter
       self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=start_step + 1)
-    self.bar = None
     if progress:
       from tqdm.auto import tqdm
       self.bar = tqdm(total=total_steps, initial=start_step, desc="training", unit="step", dynamic_ncols=True)
@@ -51,6 +54,8 @@ class RunLogger:
     A non-finite value (e.g. the mean stated confidence when no rollout stated one) is written as
     null and left out of tensorboard and the progress bar.
     """
+    if not self.primary:
+      return
     record = {"step": step, **{k: float(v) if math.isfinite(float(v)) else None for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
@@ -64,7 +69,9 @@ class RunLogger:
       self.bar.update(step - self.bar.n)
 
   def message(self, text: str) -> None:
-    """Prints a line without breaking the progress bar."""
+    """Prints a line without breaking the progress bar (primary process only)."""
+    if not self.primary:
+      return
     if self.bar is not None:
       self.bar.write(text)
     else:

@@ -22,14 +22,17 @@ from caopd_jax.data.prompts import PromptConfig
 from caopd_jax.data.sources import load_examples
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.core import evaluate
+from caopd_jax.sharding.distributed import global_batch
+from caopd_jax.sharding.mesh import make_mesh
+from caopd_jax.sharding.rules import Layout
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train.checkpoint import RunCheckpoints, check_resumable
-from caopd_jax.train.config import validate
+from caopd_jax.train.config import rules_from_config, validate
 from caopd_jax.train.logger import RunLogger
 from caopd_jax.train.loss import LossBatch, LossSettings
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
 from caopd_jax.train.signals import StopSignals
-from caopd_jax.train.step import init_state, make_train_step
+from caopd_jax.train.step import make_train_step, sharded_init_state
 
 PROMPT_BUCKET = 32  # prompt widths are padded to multiples of this, to bound recompilation
 
@@ -87,10 +90,11 @@ def _held_out(config) -> list:
                        difficulty=list(config.data.difficulty))[:config.eval.limit]
 
 
-def _eval_metrics(config, model_config, params, tokenizer, examples, prompts) -> dict:
+def _eval_metrics(config, model_config, params, tokenizer, examples, prompts, layout) -> dict:
   """eval/* scalars of a greedy evaluation of `params` on `examples`."""
   _, summary = evaluate(model_config, params, tokenizer, examples, prompts,
-                        max_new_tokens=config.distill.max_completion_tokens, seed=config.seed, progress=False)
+                        max_new_tokens=config.distill.max_completion_tokens, seed=config.seed, progress=False,
+                        layout=layout)
   keys = ("accuracy", "ece", "brier_score", "auroc", "mean_confidence", "confidence_format_adherence")
   return {f"eval/{key}": summary[key] for key in keys}
 
@@ -115,21 +119,26 @@ def train(config) -> str:
   schedule = learning_rate_schedule(o.lr, total, o.warmup_fraction)
   optimizer = make_optimizer(o.lr, total, warmup_fraction=o.warmup_fraction, weight_decay=o.weight_decay,
                              clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, eps=o.eps)
-  state = init_state(params, optimizer, jnp.dtype(config.model.teacher_dtype))
+  layout = Layout(make_mesh(config.mesh), rules_from_config(config))
+  state, shardings = sharded_init_state(layout, model_config, params, optimizer, jnp.dtype(config.model.teacher_dtype))
+  del params
   data = batch_iterator(examples, config.rollout.prompts_per_step, config.seed, config.data.num_epochs or None)
   run_dir = config.train.output_dir
   checkpoints = RunCheckpoints(run_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   latest = checkpoints.latest_step()
-  if latest is None:
+  primary = jax.process_index() == 0
+  if latest is None and primary:
     checkpoints.write_run_files(config.to_dict(), model_config, tokenizer)
   else:
     check_resumable(run_dir, config.to_dict())
     state, loop_state = checkpoints.restore(latest, state)
     data.set_state(loop_state["data"])
   step_fn = make_train_step(model_config, loss_settings, optimizer, schedule, config.distill.teacher_ema,
-                            config.train.batch_size // config.train.micro_batch_size)
+                            config.train.batch_size // config.train.micro_batch_size, layout, shardings)
+  rows_sharding = layout.sharding(("batch",), (config.train.batch_size,))
   step = int(state.step)
-  logger = RunLogger(run_dir, total, step, tensorboard=config.log.tensorboard, progress=config.log.progress)
+  logger = RunLogger(run_dir, total, step, tensorboard=config.log.tensorboard, progress=config.log.progress,
+                     primary=primary)
   if latest is not None:
     logger.message(f"resumed {run_dir} at step {step}")
   rows = config.rollout.prompts_per_step * config.rollout.num_samples
@@ -152,7 +161,7 @@ def train(config) -> str:
             model_config, state.student, prompts.ids, jax.random.fold_in(jax.random.key(config.seed), step),
             num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
             temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
-            stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk)
+            stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout)
         batch = build_batch(prompts, rollouts, tokenizer, distill)
         rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
         arrays = _pad_rows(batch, rows, pad_id)
@@ -160,7 +169,7 @@ def train(config) -> str:
           if step >= total:
             break
           started = time.perf_counter()
-          part = LossBatch(*(jnp.asarray(a[start:start + config.train.batch_size]) for a in arrays))
+          part = global_batch(rows_sharding, LossBatch(*(a[start:start + config.train.batch_size] for a in arrays)))
           state, metrics = step_fn(state, part)
           metrics = jax.device_get(metrics)
           seconds = time.perf_counter() - started
@@ -172,8 +181,9 @@ def train(config) -> str:
                              f"({metrics['grad_norm']}) or the updated params are not finite, so the update was not "
                              f"applied; {kept} (in {run_dir}). Try a lower optim.lr")
           step += 1
-          student_tokens = float(np.asarray(part.student_mask).sum())
-          evaluated = _eval_metrics(config, model_config, state.student, tokenizer, held_out, distill.prompts) if (
+          student_tokens = float(arrays.student_mask[start:start + config.train.batch_size].sum())
+          evaluated = _eval_metrics(config, model_config, state.student, tokenizer, held_out, distill.prompts,
+                                    layout) if (
               held_out and step % config.eval.every == 0) else {}
           logger.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"}, **rollout_metrics,
                             "speed/train_tokens_per_s": student_tokens / seconds, "speed/step_time_s": seconds,

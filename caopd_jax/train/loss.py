@@ -31,6 +31,7 @@ from caopd_jax.losses import divergences
 from caopd_jax.losses.token_stats import IMPLEMENTATIONS
 from caopd_jax.models import transformer
 from caopd_jax.models.config import ModelConfig
+from caopd_jax.sharding.layout import map_rows
 
 
 class LossSettings(NamedTuple):
@@ -82,7 +83,7 @@ def _jsd(h_s, w_s, h_t, w_t, settings: LossSettings):
 def _token_stats(settings: LossSettings):
   """The configured token-stats function; the Pallas kernels use their per-platform tiles (kernels/README.md)."""
   if settings.token_stats == "pallas":
-    return token_stats_pallas
+    return map_rows(token_stats_pallas)   # per shard of rows under a sharded layout (XLA cannot split a kernel)
   return functools.partial(IMPLEMENTATIONS[settings.token_stats], chunk_size=settings.vocab_chunk)
 
 

@@ -4,7 +4,8 @@
     state, metrics = step_fn(state, batch)       # batch: loss.LossBatch of train.batch_size rows
 
 The batch is split into `micro_batches` equal slices that a `lax.scan` runs one after another,
-summing float32 gradients; the summed loss and gradient equal the full batch's (loss.py). A step
+summing float32 gradients; the summed loss and gradient equal the full batch's (loss.py). Micro-batch
+i holds rows i, i + M, i + 2M, ... so that under a sharded layout every device keeps its own rows. A step
 whose loss, gradient norm or updated params are not finite leaves the state unchanged (metrics["finite"] is 0)
 so that the caller can stop with the last good state.
 """
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from caopd_jax.models.config import ModelConfig
+from caopd_jax.sharding.layout import activate, constrain
+from caopd_jax.sharding.rules import Layout
 from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
 from caopd_jax.train.optim import ema_update
 
@@ -41,9 +44,31 @@ def init_state(student, optimizer: optax.GradientTransformation, teacher_dtype=j
   return TrainState(jnp.zeros((), jnp.int32), student, teacher, optimizer.init(student))
 
 
+def state_shardings(layout: Layout, config: ModelConfig, state_like: TrainState) -> TrainState:
+  """Shardings of a TrainState by the layout's rules: student and teacher params by their logical axes, optimizer
+  moments like the params they follow, counters replicated."""
+  params = layout.params(config, state_like.student)
+  return TrainState(layout.replicated(), params, layout.params(config, state_like.teacher),
+                    layout.following(state_like.opt_state, state_like.student, params))
+
+
+def sharded_init_state(layout: Layout, config: ModelConfig, params, optimizer: optax.GradientTransformation,
+                       teacher_dtype=jnp.float32) -> tuple[TrainState, TrainState]:
+  """(step-0 state placed on the layout's mesh, its shardings)."""
+  init = lambda p: init_state(p, optimizer, teacher_dtype)  # noqa: E731
+  shardings = state_shardings(layout, config, jax.eval_shape(init, params))
+  params = jax.device_put(params, shardings.student)
+  return jax.jit(init, out_shardings=shardings)(params), shardings
+
+
 def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, ema_rate: float, micro_batches: int):
+                    schedule: optax.Schedule, ema_rate: float, micro_batches: int, layout: Layout | None = None,
+                    shardings: TrainState | None = None):
   """The jitted `(state, batch) -> (state, metrics)`; the state argument is donated.
+
+  With `layout` and the state's `shardings` (`sharded_init_state`), the step is compiled for the layout's
+  mesh: state in and out as sharded, the batch as placed by the caller (`sharding.distributed.global_batch`),
+  and activations constrained by the rules while tracing.
 
   metrics (float32 scalars): loss, divergence, calibration_ce (per-sequence means over the batch),
   entropy and kl_estimate (means over all loss-mask tokens, the first `skip_first` included;
@@ -54,8 +79,14 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
   grad_fn = jax.value_and_grad(micro_batch_loss, has_aux=True)
 
   def train_step(state: TrainState, batch: LossBatch):
+    with activate(layout):
+      return _step(state, batch)
+
+  def _step(state: TrainState, batch: LossBatch):
     norm = normalizers(batch, settings)
-    split = jax.tree.map(lambda x: x.reshape(micro_batches, x.shape[0] // micro_batches, *x.shape[1:]), batch)
+    split = jax.tree.map(lambda x: constrain(jnp.swapaxes(x.reshape(x.shape[0] // micro_batches, micro_batches,
+                                                                    *x.shape[1:]), 0, 1),
+                                             (None, "batch") + (None,) * (x.ndim - 1)), batch)
 
     def accumulate(carry, micro):
       grads, loss, sums = carry
@@ -79,4 +110,6 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
                "lr": jnp.asarray(schedule(state.step), jnp.float32), "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
-  return jax.jit(train_step, donate_argnums=0)
+  if layout is None:
+    return jax.jit(train_step, donate_argnums=0)
+  return jax.jit(train_step, donate_argnums=0, in_shardings=(shardings, None), out_shardings=(shardings, None))

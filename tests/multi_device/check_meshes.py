@@ -1,0 +1,160 @@
+"""Run by tests/test_sharding.py in a subprocess with 8 CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8).
+
+One training step, the loss gradient, greedy rollouts and a checkpoint round trip on meshes
+(data, fsdp, tensor) = (8,1,1), (2,4,1), (1,4,2), (2,2,2) against the one-device run (`--mesh=1`).
+"""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from caopd_jax import models, rollout
+from caopd_jax.models.config import ModelConfig
+from caopd_jax.sharding.distributed import global_batch
+from caopd_jax.sharding.layout import activate
+from caopd_jax.sharding.mesh import make_mesh
+from caopd_jax.sharding.rules import Layout
+from caopd_jax.train.checkpoint import RunCheckpoints
+from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
+from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
+from caopd_jax.train.step import make_train_step, sharded_init_state
+
+MESHES = ["data:8", "data:2,fsdp:4", "fsdp:4,tensor:2", "data:2,fsdp:2,tensor:2"]
+CONFIG = ModelConfig(family="qwen3", vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
+                     num_heads=4, num_kv_heads=2, head_dim=16, qk_norm="head", tie_embeddings=False)
+ROWS, PROMPT, COMPLETION = 8, 12, 6
+LR = 1e-2
+
+
+def _batch() -> LossBatch:
+  rng = np.random.default_rng(0)
+  completion = rng.integers(0, CONFIG.vocab_size, (ROWS, COMPLETION)).astype(np.int32)
+
+  def side(width):
+    tokens = np.concatenate([rng.integers(0, CONFIG.vocab_size, (ROWS, width)), completion], 1).astype(np.int32)
+    mask = np.ones(tokens.shape, np.int32)
+    mask[::2, :3] = 0                       # left padding on half of the rows
+    mask[1::3, -2:] = 0                     # right padding (short completions)
+    return tokens, mask
+
+  loss_mask = np.ones((ROWS, COMPLETION), np.float32)
+  loss_mask[1::3, -2:] = 0
+  confidence = np.zeros((ROWS, COMPLETION), np.float32)
+  confidence[:, 2] = 1
+  return LossBatch(*side(PROMPT), *side(PROMPT + 4), completion, loss_mask, confidence)
+
+
+SETTINGS = LossSettings(divergence="forward_kl", calibration_weight=0.5, skip_first=1, token_stats="xla_chunked",
+                        vocab_chunk=64)
+
+
+@functools.cache
+def _run(mesh_text: str, settings=SETTINGS):
+  """(loss, grads, metrics, updated state) of one step on `mesh_text`."""
+  layout = Layout(make_mesh(mesh_text))
+  params = models.init(CONFIG, jax.random.key(1))
+  optimizer = make_optimizer(LR, 10, warmup_fraction=0.0)
+  state, shardings = sharded_init_state(layout, CONFIG, params, optimizer)
+  batch = global_batch(layout.sharding(("batch",), (ROWS,)), _batch())
+
+  def loss_and_grad(student, teacher, batch):
+    with activate(layout):
+      return jax.value_and_grad(micro_batch_loss, has_aux=True)(student, teacher, batch,
+                                                                normalizers(batch, settings), CONFIG, settings)
+  (loss, _), grads = jax.jit(loss_and_grad)(state.student, state.teacher, batch)
+  step = make_train_step(CONFIG, settings, optimizer, learning_rate_schedule(LR, 10, 0.0), 0.01, 2, layout,
+                         shardings)
+  new_state, metrics = step(state, batch)
+  return loss, grads, metrics, new_state
+
+
+@pytest.fixture(scope="module")
+def single():
+  assert jax.device_count() == 8, "run with XLA_FLAGS=--xla_force_host_platform_device_count=8"
+  return _run("1")
+
+
+def _close(a, b, tol=2e-5):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    np.testing.assert_allclose(x, y, rtol=tol, atol=tol * max(1.0, float(np.abs(y).max())))
+
+
+@pytest.mark.parametrize("mesh_text", MESHES)
+def test_step_loss_gradients_and_params_equal_one_device(single, mesh_text):
+  loss, grads, metrics, state = _run(mesh_text)
+  np.testing.assert_allclose(float(loss), float(single[0]), rtol=1e-5)
+  _close(grads, single[1])
+  for key in ("loss", "grad_norm", "divergence", "calibration_ce", "entropy"):
+    np.testing.assert_allclose(float(metrics[key]), float(single[2][key]), rtol=2e-5, err_msg=key)
+  _close(state.opt_state, single[3].opt_state)
+  # AdamW's first update is lr * g / (|g| + eps), about lr * sign(g): where g is at rounding-noise level
+  # (|g| < 1e-3 max |g| of its tensor) the sign is noise, so the updates are compared where g is not.
+  start = models.init(CONFIG, jax.random.key(1))
+  for new, ref, old, g in zip(jax.tree.leaves(state.student), jax.tree.leaves(single[3].student),
+                              jax.tree.leaves(start), jax.tree.leaves(single[1])):
+    moved, moved_ref, g = np.asarray(new) - np.asarray(old), np.asarray(ref) - np.asarray(old), np.abs(np.asarray(g))
+    signal = g > 1e-3 * g.max()
+    assert signal.any() and np.abs(moved_ref[signal]).min() > 0.9 * LR
+    assert np.abs(moved - moved_ref)[signal].max() <= 1e-3 * LR
+  _close(state.teacher, single[3].teacher, 1e-4)
+
+
+@pytest.mark.parametrize("mesh_text", MESHES)
+def test_params_and_optimizer_state_are_really_sharded(mesh_text):
+  _, _, _, state = _run(mesh_text)
+  mesh = make_mesh(mesh_text)
+  gate = state.student["layers"]["mlp"]["gate_proj"]          # [layers, embed, mlp]
+  expected = (None, "fsdp" if mesh.shape["fsdp"] > 1 else None, "tensor" if mesh.shape["tensor"] > 1 else None)
+  assert tuple(gate.sharding.spec) + (None,) * (3 - len(gate.sharding.spec)) == expected
+  shard = gate.addressable_shards[0].data.shape
+  assert shard == (2, 64 // mesh.shape["fsdp"], 128 // mesh.shape["tensor"])
+  mu = state.opt_state[1][0].mu["layers"]["mlp"]["gate_proj"]  # AdamW's first moment follows its param
+  assert mu.sharding == gate.sharding
+  assert state.teacher["layers"]["mlp"]["gate_proj"].sharding == gate.sharding
+  if mesh.shape["tensor"] > 1:
+    assert state.student["lm_head"].addressable_shards[0].data.shape == (64 // mesh.shape["fsdp"],
+                                                                       256 // mesh.shape["tensor"])
+
+
+def test_pallas_loss_head_under_shard_map_equals_one_device(single):
+  settings = SETTINGS._replace(token_stats="pallas")
+  one = _run("1", settings)
+  sharded = _run("data:2,fsdp:4", settings)
+  np.testing.assert_allclose(float(sharded[0]), float(one[0]), rtol=1e-5)
+  np.testing.assert_allclose(float(one[0]), float(single[0]), rtol=1e-5)   # and pallas == xla_chunked
+  _close(sharded[1], one[1])
+
+
+@pytest.mark.parametrize("mesh_text", MESHES)
+def test_greedy_rollouts_equal_one_device(mesh_text):
+  params = models.init(CONFIG, jax.random.key(2))
+  prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [1], [3, 4], [20, 21, 22, 23], [7, 7], [9], [30, 31, 32]]
+  kwargs = dict(num_samples=2, max_new_tokens=6, temperature=0.0)
+  one = rollout.sample(CONFIG, params, prompts, jax.random.key(0), **kwargs)
+  layout = Layout(make_mesh(mesh_text))
+  sharded_params = jax.device_put(params, layout.params(CONFIG, params))
+  many = rollout.sample(CONFIG, sharded_params, prompts, jax.random.key(0), layout=layout, **kwargs)
+  np.testing.assert_array_equal(many.tokens, one.tokens)
+  np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5)
+
+
+def test_checkpoint_restores_onto_another_mesh(tmp_path):
+  """Saved from (2, 4, 1), restored onto (1, 4, 2) and onto one device, and loaded by models.load as a run."""
+  _, _, _, state = _run("data:2,fsdp:4")
+  saver = RunCheckpoints(str(tmp_path), keep=2, async_save=False)
+  saver.save(state, {"step": 1})
+  saver.wait()
+  for target in ("fsdp:4,tensor:2", "1"):
+    layout = Layout(make_mesh(target))
+    optimizer = make_optimizer(1e-2, 10, warmup_fraction=0.0)
+    like, _ = sharded_init_state(layout, CONFIG, models.init(CONFIG, jax.random.key(9)), optimizer)
+    restored, loop = saver.restore(1, like)
+    assert loop == {"step": 1} and int(restored.step) == 1
+    _close(restored.student, state.student, 0)
+    _close(restored.opt_state, state.opt_state, 0)
+    gate = restored.student["layers"]["mlp"]["gate_proj"]
+    assert gate.sharding == layout.params(CONFIG, restored.student)["layers"]["mlp"]["gate_proj"]
+  saver.close()

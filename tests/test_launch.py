@@ -1,0 +1,78 @@
+"""launch/: every script parses (bash -n), and the ones that need hardware or a cluster print, with DRY_RUN=1,
+exactly the commands they would run; the AOT compile check compiles a sharded step for a 4-device CPU mesh."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = ["demo.sh", "setup_env.sh", "test.sh", "train.sh", "tpu_pod.sh", "slurm_gpu.sbatch"]
+
+
+def _bash(*args, dry=True):
+  env = dict(os.environ, DRY_RUN="1" if dry else "0", PYTHON="python3")
+  return subprocess.run(["bash", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_scripts_parse(script):
+  result = subprocess.run(["bash", "-n", os.path.join(ROOT, "launch", script)], capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr
+
+
+def test_local_and_multi_gpu_launcher_dry_run():
+  out = _bash("launch/train.sh", "--config=configs/smollm2_arith.py", "--mesh=auto")
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "python3 -m caopd_jax.train --config=configs/smollm2_arith.py --mesh=auto"
+
+
+def test_slurm_script_dry_run_runs_one_srun_task_per_node():
+  out = _bash("launch/slurm_gpu.sbatch", "--config=configs/qwen3_8b_science.py", "--mesh=gpu-2x8-hosts")
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == ("srun --kill-on-bad-exit=1 python3 -m caopd_jax.train "
+                                "--config=configs/qwen3_8b_science.py --mesh=gpu-2x8-hosts")
+  header = open(os.path.join(ROOT, "launch", "slurm_gpu.sbatch")).read()
+  assert "#SBATCH --ntasks-per-node=1" in header and "NCCL_NVLS_ENABLE=0" in header
+
+
+@pytest.mark.parametrize("action, extra, expected", [
+    ("create", ["v5p-64"], "gcloud compute tpus tpu-vm create caopd --zone us-east5-a --accelerator-type v5p-64 "
+                           "--version v2-alpha-tpuv5"),
+    ("setup", [], "gcloud compute tpus tpu-vm scp --recurse . caopd:caopd-jax --zone us-east5-a --worker=all"),
+    ("run", ["--", "--config=configs/qwen3_8b_science.py", "--mesh=auto"],
+     "--worker=all --command cd\\ caopd-jax\\ \\&\\&\\ CAOPD_DISTRIBUTED=auto\\ nohup\\ python3\\ -m\\ "
+     "caopd_jax.train\\ --config=configs/qwen3_8b_science.py\\ --mesh=auto"),
+    ("logs", [], "--worker=0 --command tail\\ -n\\ 200\\ -f\\ caopd-jax/caopd.log"),
+    ("stop", [], "--worker=all --command pkill\\ -TERM\\ -f\\ caopd_jax.train\\ \\|\\|\\ true"),
+    ("delete", [], "gcloud compute tpus tpu-vm delete caopd --zone us-east5-a --quiet")])
+def test_tpu_pod_launcher_dry_run(action, extra, expected):
+  out = _bash("launch/tpu_pod.sh", action, "caopd", "us-east5-a", *extra)
+  assert out.returncode == 0, out.stderr
+  assert expected in out.stdout, out.stdout
+
+
+def test_tpu_pod_launcher_rejects_an_unknown_action():
+  out = _bash("launch/tpu_pod.sh", "reboot", "caopd", "us-east5-a")
+  assert out.returncode == 2 and "unknown action reboot" in out.stderr
+
+
+def test_aot_compile_check_on_a_four_device_cpu_mesh():
+  """Re-runs itself with 4 host devices, compiles the sharded SmolLM2-shaped step, reports per-device memory."""
+  out = subprocess.run([sys.executable, "-m", "caopd_jax.train.aot", "--config=configs/smollm2_arith.py",
+                        "--model=smollm2-135m", "--mesh=data:2,fsdp:2", "--config.distill.max_prompt_tokens=64",
+                        "--config.distill.max_completion_tokens=32"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.loads(out.stdout[out.stdout.index("{"):])
+  assert report["devices"] == 4 and report["platform"] == "cpu"
+  assert report["params"] == 134515008 and report["argument_gib"] > 0 and report["flops_per_device"] > 0
+
+
+def test_aot_compile_check_names_a_mesh_that_does_not_fit():
+  out = subprocess.run([sys.executable, "-m", "caopd_jax.train.aot", "--config=configs/smollm2_arith.py",
+                        "--model=smollm2-135m", "--mesh=fsdp:3,tensor:0"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode != 0 and "below 1" in out.stderr

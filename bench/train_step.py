@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from caopd_jax import models
-from caopd_jax.sharding.distributed import global_batch
+from caopd_jax.sharding.distributed import place
 from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
 from caopd_jax.train.config import TOKEN_STATS
@@ -66,8 +66,8 @@ def main():
   settings = LossSettings(divergence="forward_kl", skip_first=0, token_stats=args.token_stats)
   step = make_train_step(config, settings, optimizer, learning_rate_schedule(2e-5, 1000), 0.01, args.micro_batches,
                          layout, shardings)
-  batch = global_batch(layout.sharding(("batch",), (args.batch,)),
-                       random_batch(config.vocab_size, args.batch, args.prompt, args.teacher_prompt, args.completion))
+  batch = place(random_batch(config.vocab_size, args.batch, args.prompt, args.teacher_prompt, args.completion),
+                layout.sharding(("batch",), (args.batch,)))
   start = time.perf_counter()
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)

@@ -5,6 +5,7 @@ Runs `python -m caopd_jax.train` in subprocesses, as a user does, on a 1-layer c
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -187,3 +188,34 @@ def test_config_file_with_unknown_field(tmp_path):
     parse_args([f"--config={bad}"])
   with pytest.raises(InputNotFoundError, match="does not exist"):
     parse_args([f"--config={tmp_path}/missing.py"])
+
+
+def test_two_processes_run_the_same_command_like_one(setup, reference_run):
+  """jax.distributed from the environment: 2 processes x 2 CPU devices, --mesh=auto (data 2 x fsdp 2). Only
+  process 0 logs; checkpoints are written collectively and load back. Step 1 (rollouts from the same start)
+  matches the one-device run; later steps may sample differently (sharded sums round differently)."""
+  config_file, root = setup
+  run_dir = root / "two_processes"
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(index), XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    procs.append(subprocess.Popen(_command(config_file, run_dir, "--mesh=auto"), env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  outputs = [p.communicate(timeout=900) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  assert outputs[0][0].strip().endswith(str(run_dir)) and str(run_dir) not in outputs[1][0]   # process 0 prints
+  losses = _losses(run_dir)
+  assert [s for s, _, _ in losses] == list(range(1, 9)) and all(np.isfinite(v) for _, v, _ in losses)
+  first, reference_first = read_metrics(run_dir)[0], read_metrics(reference_run)[0]
+  for key in ("rollout/mean_length", "rollout/accuracy", "rollout/format_adherence"):   # the same rollouts
+    assert first[key] == reference_first[key], key
+  for key in ("train/calibration_ce", "train/entropy"):   # (the step-1 KL is ~1e-5: rounding-level, not compared)
+    np.testing.assert_allclose(first[key], reference_first[key], rtol=1e-4, err_msg=key)
+  assert sorted(os.listdir(run_dir / "checkpoints")) == ["4", "6", "8"]
+  config, params = models.load(str(run_dir))
+  assert config.num_layers == 1 and all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))

@@ -200,7 +200,7 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   bar = _progress_bar(steps, n * k) if progress else None
   for until in range(chunk, steps + chunk, chunk):
     state = _decode(config, settings, params, state, jnp.int32(until), layout)
-    done_steps = int(state.step)
+    done_steps = int(to_host(state.step))
     if bar is not None:
       bar.update(done_steps - bar.n)
     if done_steps < min(until, steps):  # the loop stopped early: every row is done

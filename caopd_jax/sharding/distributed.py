@@ -8,8 +8,9 @@
 One process on one host needs none of this.
 
 Data: every process reads the same examples in the same order (the data pipeline is seeded), so the
-host-side work of an iteration (prompts, verification, rewriting) is the same everywhere; `global_batch`
-places each device's rows of that host batch, and `to_host` gathers a sharded result back.
+host-side work of an iteration (prompts, verification, rewriting) is the same everywhere; `place` puts
+each device's share of such host data (a batch's rows, loaded weights) on it, and `to_host` gathers a
+sharded result back.
 """
 
 import os
@@ -39,21 +40,27 @@ def initialize(env=None) -> bool:
   settings = cluster_environment(env)
   if settings is None:
     return False
+  try:  # CPU processes (tests, debugging) exchange collectives through gloo; GPUs and TPUs ignore this
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  except (AttributeError, ValueError):
+    pass
   jax.distributed.initialize(**settings)
   return True
 
 
-def global_batch(sharding: jax.sharding.NamedSharding, host):
-  """Global arrays of a NumPy pytree `host` (the same on every process): each device gets its shard."""
-  def place(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-  return jax.tree.map(place, host)
+def place(host, shardings):
+  """Global arrays of a pytree `host` whose leaves are the same whole arrays on every process (NumPy or
+  process-local jax arrays): each device gets its shard. `shardings`: one sharding, or a tree of them."""
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, host)
+  return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), host, shardings)
 
 
 def to_host(x: jax.Array) -> np.ndarray:
   """The whole of a (possibly multi-process) array as NumPy on this host."""
   if getattr(x, "is_fully_addressable", True):
     return np.asarray(x)
+  if x.is_fully_replicated:
+    return np.asarray(x.addressable_data(0))
   from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))

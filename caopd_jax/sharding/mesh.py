@@ -107,12 +107,12 @@ def make_mesh(text: str, devices=None) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.array(devices[:1]).reshape(1, 1, 1), AXES)
   spec = parse_mesh(text, len(devices))
   processes = len({d.process_index for d in devices})
-  if processes > 1 and spec.data % processes == 0:
-    per_host = MeshSpec(spec.data // processes, spec.fsdp, spec.tensor)
-    grid = mesh_utils.create_hybrid_device_mesh(tuple(per_host), (processes, 1, 1), devices)
-  else:
-    try:
+  try:
+    if processes > 1 and spec.data % processes == 0:
+      per_host = MeshSpec(spec.data // processes, spec.fsdp, spec.tensor)
+      grid = mesh_utils.create_hybrid_device_mesh(tuple(per_host), (processes, 1, 1), devices, process_is_granule=True)
+    else:
       grid = mesh_utils.create_device_mesh(tuple(spec), devices)
-    except (ValueError, NotImplementedError, AssertionError):   # topologies it does not model: plain order
-      grid = np.array(devices).reshape(tuple(spec))
+  except (ValueError, NotImplementedError, AssertionError):   # topologies it does not model: process-major order
+    grid = np.array(sorted(devices, key=lambda d: (d.process_index, d.id))).reshape(tuple(spec))
   return jax.sharding.Mesh(grid, AXES)

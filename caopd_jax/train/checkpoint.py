@@ -17,6 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from caopd_jax.errors import CaopdError
+from caopd_jax.sharding.distributed import to_host
 from caopd_jax.train.step import TrainState
 from caopd_jax.weights.atomic import write_json
 from caopd_jax.weights.orbax_checkpoint import TRAINING_CHECKPOINTS, write_model_config
@@ -68,7 +69,7 @@ class RunCheckpoints:
 
   def save(self, state: TrainState, loop: dict) -> None:
     """Saves `state` at its step with the loop's JSON state (asynchronously when configured)."""
-    step = int(state.step)
+    step = int(to_host(state.step))
     self.manager.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state.student),
         train_state=ocp.args.StandardSave({"step": state.step, "teacher": state.teacher, "opt_state": state.opt_state}),

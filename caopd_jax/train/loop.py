@@ -22,7 +22,7 @@ from caopd_jax.data.prompts import PromptConfig
 from caopd_jax.data.sources import load_examples
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.core import evaluate
-from caopd_jax.sharding.distributed import global_batch
+from caopd_jax.sharding.distributed import place, to_host
 from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
 from caopd_jax.tokenizers import load_tokenizer
@@ -127,8 +127,9 @@ def train(config) -> str:
   checkpoints = RunCheckpoints(run_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   latest = checkpoints.latest_step()
   primary = jax.process_index() == 0
-  if latest is None and primary:
-    checkpoints.write_run_files(config.to_dict(), model_config, tokenizer)
+  if latest is None:
+    if primary:
+      checkpoints.write_run_files(config.to_dict(), model_config, tokenizer)
   else:
     check_resumable(run_dir, config.to_dict())
     state, loop_state = checkpoints.restore(latest, state)
@@ -136,7 +137,7 @@ def train(config) -> str:
   step_fn = make_train_step(model_config, loss_settings, optimizer, schedule, config.distill.teacher_ema,
                             config.train.batch_size // config.train.micro_batch_size, layout, shardings)
   rows_sharding = layout.sharding(("batch",), (config.train.batch_size,))
-  step = int(state.step)
+  step = int(to_host(state.step))
   logger = RunLogger(run_dir, total, step, tensorboard=config.log.tensorboard, progress=config.log.progress,
                      primary=primary)
   if latest is not None:
@@ -169,9 +170,9 @@ def train(config) -> str:
           if step >= total:
             break
           started = time.perf_counter()
-          part = global_batch(rows_sharding, LossBatch(*(a[start:start + config.train.batch_size] for a in arrays)))
+          part = place(LossBatch(*(a[start:start + config.train.batch_size] for a in arrays)), rows_sharding)
           state, metrics = step_fn(state, part)
-          metrics = jax.device_get(metrics)
+          metrics = jax.tree.map(to_host, metrics)
           seconds = time.perf_counter() - started
           if not metrics["finite"]:
             checkpoints.wait()

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from caopd_jax.models.config import ModelConfig
+from caopd_jax.sharding.distributed import place
 from caopd_jax.sharding.layout import activate, constrain
 from caopd_jax.sharding.rules import Layout
 from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
@@ -57,7 +58,7 @@ def sharded_init_state(layout: Layout, config: ModelConfig, params, optimizer: o
   """(step-0 state placed on the layout's mesh, its shardings)."""
   init = lambda p: init_state(p, optimizer, teacher_dtype)  # noqa: E731
   shardings = state_shardings(layout, config, jax.eval_shape(init, params))
-  params = jax.device_put(params, shardings.student)
+  params = place(params, shardings.student)
   return jax.jit(init, out_shardings=shardings)(params), shardings
 
 
@@ -67,7 +68,7 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
   """The jitted `(state, batch) -> (state, metrics)`; the state argument is donated.
 
   With `layout` and the state's `shardings` (`sharded_init_state`), the step is compiled for the layout's
-  mesh: state in and out as sharded, the batch as placed by the caller (`sharding.distributed.global_batch`),
+  mesh: state in and out as sharded, the batch as placed by the caller (`sharding.distributed.place`),
   and activations constrained by the rules while tracing.
 
   metrics (float32 scalars): loss, divergence, calibration_ce (per-sequence means over the batch),
@@ -112,4 +113,5 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
 
   if layout is None:
     return jax.jit(train_step, donate_argnums=0)
-  return jax.jit(train_step, donate_argnums=0, in_shardings=(shardings, None), out_shardings=(shardings, None))
+  return jax.jit(train_step, donate_argnums=0, in_shardings=(shardings, None),
+                 out_shardings=(shardings, layout.replicated()))

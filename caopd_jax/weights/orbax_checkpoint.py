@@ -99,7 +99,9 @@ def load_orbax(path: str, dtype=np.float32, step: int | None = None) -> tuple[Mo
   """(config, params as jax arrays of `dtype`) from a checkpoint folder or a run folder."""
   config_folder, folder = resolve(path, step)
   config = read_config(config_folder)
-  target = transformer.param_shapes(config, dtype)
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])   # every process reads the whole tree
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local),
+                        transformer.param_shapes(config, dtype))
   try:
     params = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(folder, "params")), target)
   except Exception as e:  # Orbax raises a variety of errors for missing/corrupt/mismatched trees

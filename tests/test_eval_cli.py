@@ -6,6 +6,7 @@ eval set.
 """
 
 import json
+import os
 
 import jax
 import matplotlib.image
@@ -17,6 +18,7 @@ from caopd_jax.eval.compare import main as compare_main
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.tokenizers.characters import character_tokenizer
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = {"accuracy", "answer_parse_rate", "brier_score", "ece", "spr", "overconfidence_gap", "mean_confidence",
         "confidence_format_adherence", "n_samples", "n_bins", "bin_stats", "valid_confidence_only", "auroc",
         "reliability"}
@@ -28,7 +30,7 @@ def tiny_model(tmp_path_factory):
   tokenizer = character_tokenizer()
   config = models.ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
                               num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
-                              max_position_embeddings=512, eos_token_ids=(tokenizer.eos_id,))
+                              max_position_embeddings=2048, eos_token_ids=(tokenizer.eos_id,))
   models.save(str(path), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
   return str(path)
 
@@ -50,6 +52,17 @@ def test_arithmetic_with_samples_writes_the_three_files(tiny_model, tmp_path, ca
   assert summary["question_level"]["n_questions"] == 5
   assert matplotlib.image.imread(str(out / "reliability.png")).shape[0] > 100
   assert "| tiny |" in capsys.readouterr().out
+
+
+def test_prompts_from_a_training_config_file(tiny_model, tmp_path):
+  """--prompts takes a config's wording: smollm2_arith.py's few-shot turns appear in every prompt."""
+  out = tmp_path / "p"
+  assert eval_main(["--model", tiny_model, "--dataset", "arithmetic", "--output", str(out), "--greedy", "--limit", "2",
+                    "--max_new_tokens", "4", "--no_progress", "--prompts",
+                    os.path.join(ROOT, "configs", "smollm2_arith.py")]) == 0
+  records, _ = _read(out)
+  assert all("What is 3 + 4?" in r["prompt"] and "Confidence: 0.90" in r["prompt"] for r in records)
+  assert all(r["prompt"].index("Confidence: 0.70") < r["prompt"].rindex("What is") for r in records)
 
 
 def test_compare_prints_one_row_per_folder(tiny_model, tmp_path, capsys):

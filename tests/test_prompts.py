@@ -54,6 +54,24 @@ def test_defaults_when_the_source_has_no_system_message():
       {"role": "user", "content": f"{tool.question}\n{CONFIG.tooluse_confidence_instruction}"}]
 
 
+def test_fewshot_turns_go_after_the_system_message_for_student_and_teacher():
+  shots = (("What is 3 + 4?", "3 + 4 = 7\n<answer>7</answer>\nConfidence: 0.90"), ("What is 9 - 5?", "<answer>4</answer>"))
+  config = prompts.PromptConfig(fewshot=[list(p) for p in shots])     # lists (as from a saved config.json) work
+  assert config.fewshot == shots
+  [e] = arithmetic_task(1, seed=0, difficulty=1)
+  student = prompts.student_messages(e, config)
+  assert [m["role"] for m in student] == ["system", "user", "assistant", "user", "assistant", "user"]
+  assert student[1]["content"] == shots[0][0] and student[2]["content"] == shots[0][1]
+  assert student[-1]["content"] == e.question
+  teacher = prompts.teacher_messages(e, config=config)
+  assert teacher[:5] == student[:5] and e.demonstration in teacher[-1]["content"]
+  tool = Example(id="t", question="Tools: f\nBegin!", answer=[{"Action": "f", "Action_Input": "{}"}],
+                 verifier="tooluse", task="mine")
+  assert [m["role"] for m in prompts.student_messages(tool, config)] == ["user", "assistant"] * 2 + ["user"]
+  with pytest.raises(ValueError, match="pairs"):
+    prompts.PromptConfig(fewshot=("just one string",))
+
+
 def test_correct_solution_mode_and_overrides():
   [e] = arithmetic_task(1, seed=0, difficulty=1)
   config = prompts.PromptConfig(solution_header="SOLVED:", solution_instruction="Do it right.", arithmetic_system="SYS")

@@ -5,6 +5,9 @@ Student: the source's messages (or [system, user(question)]) with the confidence
                     source's system message, else PromptConfig.mcq_system / .arithmetic_system);
   tooluse           inserted as a line just before the prompt's `Begin!` line, inside the
                     format block (appended to the last user message when there is no `Begin!`).
+In-context turns (PromptConfig.fewshot, default none, as in the paper): (user, assistant) pairs placed
+right after the system message of every student (and so teacher) prompt; small models such as
+SmolLM2-135M follow the answer and confidence format only with them.
 Teacher: the student's messages, the last user message extended with the privileged context:
   demo              demo_header + the demonstration (or sources.fallback_demonstration) + demo_instruction
   correct_solution  solution_header + a verified-correct student rollout + solution_instruction
@@ -48,6 +51,13 @@ class PromptConfig:
   solution_header: str = "Correct solution:"
   solution_instruction: str = "Correctly solve the original question."
   confidence_note: str = DEFAULT_NOTE
+  fewshot: tuple = ()   # ((user text, assistant text), ...): in-context turns after the system message
+
+  def __post_init__(self):
+    pairs = tuple(tuple(pair) for pair in self.fewshot)   # lists from a saved config.json become tuples
+    if any(len(pair) != 2 or not all(isinstance(t, str) for t in pair) for pair in pairs):
+      raise ValueError(f"PromptConfig.fewshot must be (user text, assistant text) pairs, got {self.fewshot!r}")
+    object.__setattr__(self, "fewshot", pairs)
 
 
 def _with_tooluse_instruction(prompt: str, instruction: str) -> str:
@@ -65,12 +75,19 @@ def student_messages(example: Example, config: PromptConfig = PromptConfig()) ->
       + [{"role": "user", "content": example.question}])
   if example.verifier == "tooluse":
     messages[-1]["content"] = _with_tooluse_instruction(messages[-1]["content"], config.tooluse_confidence_instruction)
-    return messages
+    return _with_fewshot(messages, config)
   if messages[0]["role"] != "system":
     default = config.mcq_system if example.verifier == "mcq" else config.arithmetic_system
     messages.insert(0, {"role": "system", "content": default})
   messages[0]["content"] = f"{messages[0]['content'].rstrip()}\n\n{config.confidence_instruction}"
-  return messages
+  return _with_fewshot(messages, config)
+
+
+def _with_fewshot(messages: list[dict], config: PromptConfig) -> list[dict]:
+  """messages with config.fewshot's turns inserted after the system message (or first)."""
+  turns = [{"role": role, "content": text} for pair in config.fewshot for role, text in zip(("user", "assistant"), pair)]
+  at = 1 if messages and messages[0]["role"] == "system" else 0
+  return messages[:at] + turns + messages[at:]
 
 
 def teacher_messages(example: Example, mode: str = "demo", solution: str | None = None, target: str | None = None,

@@ -3,7 +3,8 @@
 Evaluates accuracy and calibration and writes inference.json, metrics.json and reliability.png
 into DIR (eval/report.py). The model is an HF folder, a .gguf file, or an Orbax checkpoint / run
 folder of this project (latest step, or --step). A training run folder also supplies the prompt
-wording it was trained with (its config.json); otherwise the defaults of data/prompts.py apply.
+wording it was trained with (its config.json); `--prompts CONFIG.py` takes a training config's
+wording instead (e.g. a base model with its runs' few-shot turns); otherwise data/prompts.py's defaults.
 """
 
 import argparse
@@ -32,13 +33,19 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--arithmetic_examples", type=int, default=500, help="size of the arithmetic eval split")
   p.add_argument("--difficulty", default="1,2", help="arithmetic levels to mix, e.g. 1 or 1,2 (see data/arithmetic.py)")
+  p.add_argument("--prompts", default=None, help="a training config file whose prompt wording to use (e.g. to "
+                 "evaluate a base model with the prompts its runs train with); default: the run's, else built-in")
   p.add_argument("--no_progress", action="store_true")
   return p
 
 
-def _prompt_config(model: str):
-  """The PromptConfig of a training run folder (its config.json), else the defaults."""
+def _prompt_config(model: str, config_file: str | None):
+  """The PromptConfig of --prompts (a training config file), else of a training run folder (its config.json),
+  else the defaults."""
   from caopd_jax.data.prompts import PromptConfig
+  if config_file:
+    from caopd_jax.config_files import load_file
+    return PromptConfig(**load_file(config_file).prompts.to_dict())
   path = os.path.join(model, "config.json")
   if os.path.isdir(model) and os.path.isfile(path):
     with open(path) as f:
@@ -68,7 +75,7 @@ def main(argv=None) -> int:
                            difficulty=levels)[:args.limit]
   config, params = models.load(args.model, jnp.dtype(args.dtype), args.step)
   tokenizer = load_tokenizer(models.tokenizer_path(args.model, args.step))
-  records, summary = evaluate(config, params, tokenizer, examples, _prompt_config(args.model),
+  records, summary = evaluate(config, params, tokenizer, examples, _prompt_config(args.model, args.prompts),
                               max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
                               temperature=0.0 if args.greedy else args.temperature, batch_size=args.batch_size,
                               seed=args.seed, progress=not args.no_progress)

@@ -111,3 +111,22 @@ def test_smollm2_on_the_science_eval_set(smollm2_gguf, tmp_path):
   assert len(records) == 4 and all(r["golden_answer"] in "ABCD" for r in records)
   assert records[0]["prompt"].startswith("<|im_start|>system") and "Confidence" in records[0]["prompt"]
   assert KEYS <= set(summary) and 0.0 <= summary["accuracy"] <= 1.0
+
+
+def test_training_curves_cli(tmp_path, capsys):
+  """python -m caopd_jax.eval.curves on two hand-written run logs: the PNG, and the gaps of the first and last tenth."""
+  from caopd_jax.eval.curves import main as curves_main
+  for name, conf in (("opd", [0.5] * 10 + [0.9] * 10), ("caopd", [0.5] * 20)):
+    run = tmp_path / name
+    run.mkdir()
+    rows = [{"step": i + 1, "rollout/accuracy": 0.5, "rollout/mean_confidence": c} for i, c in enumerate(conf)]
+    rows[3]["rollout/mean_confidence"] = None          # a step where no rollout stated a confidence
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "curves.png"
+  assert curves_main([str(tmp_path / "opd"), str(tmp_path / "caopd"), "--names", "OPD,CaOPD", "--output",
+                      str(out)]) == 0
+  printed = capsys.readouterr().out
+  assert "| OPD | 20 | +0.000 | +0.400 |" in printed and "| CaOPD | 20 | +0.000 | +0.000 |" in printed
+  assert matplotlib.image.imread(str(out)).shape[1] > 500
+  with pytest.raises(CaopdError, match="no logged steps"):
+    curves_main([str(tmp_path)])

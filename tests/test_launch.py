@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ["demo.sh", "setup_env.sh", "test.sh", "train.sh", "tpu_pod.sh", "slurm_gpu.sbatch"]
+SCRIPTS = ["demo.sh", "setup_env.sh", "test.sh", "train.sh", "tpu_pod.sh", "slurm_gpu.sbatch", "smollm2_study.sh"]
 
 
 def _bash(*args, dry=True):
@@ -76,3 +76,19 @@ def test_aot_compile_check_names_a_mesh_that_does_not_fit():
                         "--model=smollm2-135m", "--mesh=fsdp:3,tensor:0"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
   assert out.returncode != 0 and "below 1" in out.stderr
+
+
+def test_smollm2_study_dry_run_lists_three_trainings_sixteen_evaluations_and_the_reports():
+  env = dict(os.environ, DRY_RUN="1", PYTHON="python3", GGUF="/models/smol.gguf", STEPS="50")
+  out = subprocess.run(["bash", "launch/smollm2_study.sh", "--config.optim.lr=2e-5"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  trains = [line for line in lines if "caopd_jax.train " in line]
+  assert len(trains) == 3 and all("--config.train.steps=50" in t and t.endswith("--config.optim.lr=2e-5")
+                                  for t in trains)
+  assert "--config.distill.calibrate=False" in trains[0] and "teacher_mode=correct_solution" in trains[2]
+  evals = [line for line in lines if "caopd_jax.eval " in line]
+  assert len(evals) == 16 and sum("--greedy" in e for e in evals) == 8
+  assert sum("--difficulty 3 " in e for e in evals) == 8 and "--model /models/smol.gguf" in evals[0]
+  assert len([line for line in lines if "eval.compare" in line]) == 4 and "eval.curves" in lines[-1]

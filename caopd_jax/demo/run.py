@@ -16,9 +16,9 @@ from caopd_jax.data.sources import load_examples
 from caopd_jax.demo.base_model import train_base_model
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.core import evaluate
+from caopd_jax.eval.curves import rollout_curves
 from caopd_jax.eval.report import metrics_table
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.train.logger import read_metrics
 from caopd_jax.train.loop import train
 from caopd_jax.weights.atomic import atomic_file, write_json
 
@@ -101,11 +101,7 @@ def _report(out: str, results: dict, folders: dict, config) -> None:
     how = "greedy decoding" if mode == "greedy" else (
         f"{config.demo.eval_samples} samples per problem at temperature {config.rollout.temperature}, as in training")
     sections.append(f"## Held-out problems, {how}\n\n{metrics_table(runs)}\n\n![reliability](reliability_{mode}.png)\n")
-  curves = {}
-  for name, _, _ in RUNS:
-    history = read_metrics(folders[name])
-    curves[name] = {"mean stated confidence": [r["rollout/mean_confidence"] for r in history],
-                    "rollout accuracy": [r["rollout/accuracy"] for r in history]}
+  curves = {name: rollout_curves(folders[name]) for name, _, _ in RUNS}
   plots.curves(curves, os.path.join(out, "curves.png"), "rollouts during training")
   text = "# Demo results\n\n" + "\n".join(sections) + "\n## Training\n\n![curves](curves.png)\n"
   with atomic_file(os.path.join(out, "results.md")) as tmp, open(tmp, "w") as f:

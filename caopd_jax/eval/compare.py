@@ -14,15 +14,21 @@ from caopd_jax.errors import CaopdError
 from caopd_jax.eval.report import metrics_table, read_metrics
 
 
+def row_names(folders: list[str], names: str | None, what: str = "folder") -> list[str]:
+  """--names split on commas (one distinct name per folder), or the folders' base names."""
+  out = names.split(",") if names else [os.path.basename(os.path.normpath(f)) for f in folders]
+  if len(out) != len(folders) or len(set(out)) != len(out):
+    raise CaopdError(f"--names needs {len(folders)} distinct names, one per {what}; got {out}")
+  return out
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m caopd_jax.eval.compare", description=__doc__.split("\n\n")[0])
   p.add_argument("folders", nargs="+", help="folders written by python -m caopd_jax.eval")
   p.add_argument("--names", default=None, help="comma-separated row names (default: the folder names)")
   p.add_argument("--output", default="comparison.png", help="the combined reliability diagram (PNG)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  names = args.names.split(",") if args.names else [os.path.basename(os.path.normpath(f)) for f in args.folders]
-  if len(names) != len(args.folders) or len(set(names)) != len(names):
-    raise CaopdError(f"--names needs {len(args.folders)} distinct names, one per folder; got {names}")
+  names = row_names(args.folders, args.names)
   results = {name: read_metrics(folder) for name, folder in zip(names, args.folders)}
   plots.reliability_diagram(results, args.output)
   print(metrics_table(results))

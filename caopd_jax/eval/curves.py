@@ -7,7 +7,6 @@ each run: OPD's overconfidence shows as a gap that grows.
 """
 
 import argparse
-import os
 import sys
 
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from caopd_jax import plots
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError
+from caopd_jax.eval.compare import row_names
 from caopd_jax.train.logger import read_metrics
 
 CURVES = {"mean stated confidence": "rollout/mean_confidence", "rollout accuracy": "rollout/accuracy"}
@@ -40,9 +40,7 @@ def main(argv=None) -> int:
   p.add_argument("--names", default=None, help="comma-separated panel names (default: the folder names)")
   p.add_argument("--output", default="curves.png", help="the PNG to write")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  names = args.names.split(",") if args.names else [os.path.basename(os.path.normpath(r)) for r in args.runs]
-  if len(names) != len(args.runs) or len(set(names)) != len(names):
-    raise CaopdError(f"--names needs {len(args.runs)} distinct names, one per run; got {names}")
+  names = row_names(args.runs, args.names, "run")
   series = {name: rollout_curves(run) for name, run in zip(names, args.runs)}
   plots.curves(series, args.output, "rollouts during training")
   print("| run | steps | gap, first tenth | gap, last tenth |\n|---|---:|---:|---:|")

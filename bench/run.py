@@ -39,6 +39,7 @@ def main():
   p.add_argument("--prompt", type=int, default=512)
   p.add_argument("--completion", type=int, default=512)
   p.add_argument("--micro_batches", type=int, default=1)
+  p.add_argument("--remat", default="none", choices=["none", "layers", "dots"])
   p.add_argument("--out", default=os.path.join(HERE, "last_run.jsonl"))
   args = p.parse_args()
   rows = []
@@ -47,7 +48,7 @@ def main():
       rows += _run([os.path.join(HERE, "train_step.py"), "--model", args.model, "--mesh", args.mesh, "--token_stats",
                     backend, "--batch", str(args.batch), "--prompt", str(args.prompt), "--teacher_prompt",
                     str(args.prompt + 256), "--completion", str(args.completion), "--micro_batches",
-                    str(args.micro_batches)])
+                    str(args.micro_batches), "--remat", args.remat])
   if "rollout" in args.parts:
     out = os.path.join(HERE, ".rollout.json")
     _run([os.path.join(HERE, "rollout_throughput.py"), "--model", args.model, "--samples_per_prompt", "8",

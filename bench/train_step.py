@@ -48,6 +48,7 @@ def main():
   p.add_argument("--token_stats", default="pallas", choices=TOKEN_STATS)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--micro_batches", type=int, default=1)
+  p.add_argument("--remat", default="none", choices=["none", "layers", "dots"], help="as config train.remat")
   p.add_argument("--mesh", default="1", help="as for training: 1, auto, data:2,fsdp:4,tensor:1 or a preset")
   p.add_argument("--prompt", type=int, default=512)
   p.add_argument("--teacher_prompt", type=int, default=768)
@@ -63,7 +64,7 @@ def main():
   optimizer = make_optimizer(2e-5, 1000)
   state, shardings = sharded_init_state(layout, config, student, optimizer, jnp.bfloat16)
   del student
-  settings = LossSettings(divergence="forward_kl", skip_first=0, token_stats=args.token_stats)
+  settings = LossSettings(divergence="forward_kl", skip_first=0, token_stats=args.token_stats, remat=args.remat)
   step = make_train_step(config, settings, optimizer, learning_rate_schedule(2e-5, 1000), 0.01, args.micro_batches,
                          layout, shardings)
   batch = place(random_batch(config.vocab_size, args.batch, args.prompt, args.teacher_prompt, args.completion),
@@ -82,7 +83,7 @@ def main():
   teacher_tokens = args.batch * (args.teacher_prompt + args.completion)
   devices = layout.mesh.devices.size
   peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in layout.mesh.devices.flat)
-  out = {"model": args.model, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats,
+  out = {"model": args.model, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats, "remat": args.remat,
          "batch": args.batch, "micro_batches": args.micro_batches, "prompt": args.prompt,
          "teacher_prompt": args.teacher_prompt, "completion": args.completion, "step_s": round(step_s, 4),
          "first_step_s": round(compile_s, 1), "student_tokens_per_s": round(student_tokens / step_s),

@@ -372,3 +372,20 @@ def test_streamed_token_stats_give_the_naive_loss_and_gradient(our_losses, name,
   for key in naive[1]:   # divergence, calibration_ce, entropy, kl_estimate, loss_tokens
     np.testing.assert_allclose(chunked[1][key], naive[1][key], rtol=1e-5, atol=LOSS_ATOL, err_msg=key)
   assert_trees_close(chunked[2], naive[2], 1e-5)
+
+
+@pytest.mark.parametrize("remat", ["layers", "dots"])
+def test_rematerialised_layers_give_the_same_loss_and_gradient(pairs, remat):
+  """train.remat recomputes layer activations in the backward: same numbers, less memory."""
+  pair = pairs("qwen3")
+  batch = to_device(make_batch(pair.config.vocab_size, **SMALL_BATCH))
+
+  def run(settings):
+    grad_fn = jax.jit(jax.value_and_grad(lambda s: micro_batch_loss(s, pair.teacher, batch, normalizers(batch, settings),
+                                                                    pair.config, settings)[0]))
+    return grad_fn(pair.student)
+
+  base = loss_settings("forward_kl", 0.7)
+  (loss, grads), (loss_remat, grads_remat) = run(base), run(base._replace(remat=remat))
+  np.testing.assert_allclose(float(loss_remat), float(loss), rtol=1e-6)
+  assert_trees_close(to_numpy(grads_remat), to_numpy(grads), 1e-5)

@@ -28,6 +28,9 @@ from caopd_jax.models.layers import DecoderLayer, RMSNorm, _param
 from caopd_jax.sharding.layout import constrain
 
 Params = dict
+# What the backward keeps of each layer (`remat` of the training forward); see Transformer.__call__.
+REMAT_POLICIES = {"layers": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 class Transformer(nnx.Module):
@@ -43,12 +46,15 @@ class Transformer(nnx.Module):
       self.lm_head = _param(rngs, (c.hidden_size, c.vocab_size), ("embed", "vocab"), None, "normal", dtype)
 
   def __call__(self, token_ids: jnp.ndarray, positions: jnp.ndarray, attention_mask: jnp.ndarray,
-               cache: KVCache | None = None, layers: list | None = None, lengths: jnp.ndarray | None = None):
+               cache: KVCache | None = None, layers: list | None = None, lengths: jnp.ndarray | None = None,
+               remat: str = "none"):
     """Final hidden states [B, T, D] of T new tokens; with a cache, (hidden, updated cache).
 
     token_ids, positions int [B, T]; attention_mask bool [B, T] (True = real token). lengths int [B]:
     the rows are right-padded with these many real tokens (no sliding window), and attention takes
-    the fused path (`attention.attend_right_padded`) instead of a [B, T, T] mask.
+    the fused path (`attention.attend_right_padded`) instead of a [B, T, T] mask. remat (training):
+    "none" keeps every layer's activations for the backward, "layers" recomputes each layer in the
+    backward (activation memory of one layer, ~1/3 more compute), "dots" keeps only matmul outputs.
     Without `cache` (training) the layers run as one `lax.scan` over the stacked weights. With
     `cache` (prefill and decoding) the tokens go into slots cache.index .. cache.index + T - 1 and
     attend to everything cached; the layers then run unrolled over `layers`
@@ -81,6 +87,8 @@ class Transformer(nnx.Module):
       h = constrain(h, ("batch", "length", "act_embed"))   # FSDP: rows stay split, weights are gathered
       return nnx.merge(layer_def, weights)(h, cos, sin, mask)[0], None
 
+    if remat != "none":
+      body = jax.checkpoint(body, policy=REMAT_POLICIES[remat])
     x, _ = jax.lax.scan(body, x, (layer_weights, jnp.asarray(np.array(c.is_sliding))))
     return self.final_norm(x)
 
@@ -137,21 +145,23 @@ def _prepare(token_ids, attention_mask, positions):
 
 def hidden_states(config: ModelConfig, params: Params, token_ids: jnp.ndarray,
                   attention_mask: jnp.ndarray | None = None, positions: jnp.ndarray | None = None, *,
-                  contiguous: bool = False) -> jnp.ndarray:
+                  contiguous: bool = False, remat: str = "none") -> jnp.ndarray:
   """Final (normed) hidden states [B, T, D] in the params' dtype; arguments as in `logits`.
 
   contiguous=True promises that each row's real tokens form one run (padding only on the left and/or
   right, as in prompt + completion rows). The rows are then rotated so that the run comes first,
   attention runs on row lengths (cuDNN flash attention on GPUs with bf16 weights; no [B, T, T] mask
   or scores), and the result is rotated back. Models with a sliding window take the mask path.
+  remat: "none", "layers" or "dots" (see Transformer.__call__): activation memory vs recompute.
   """
   attention_mask, positions = _prepare(token_ids, attention_mask, positions)
   model = nnx.merge(graphdef(config), params)
   if not contiguous or config.sliding_window is not None:
-    return model(token_ids, positions, attention_mask)
+    return model(token_ids, positions, attention_mask, remat=remat)
   lead = jnp.argmax(attention_mask, axis=1)    # leading padding of each row (0 for a row without tokens)
   front = lambda x: _rotate_rows(x, lead)  # noqa: E731
-  h = model(front(token_ids), front(positions), front(attention_mask), lengths=jnp.sum(attention_mask, axis=1))
+  h = model(front(token_ids), front(positions), front(attention_mask), lengths=jnp.sum(attention_mask, axis=1),
+            remat=remat)
   return _rotate_rows(h, -lead)
 
 

@@ -90,6 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.steps = 100               # optimizer steps
   c.train.batch_size = 32           # sequences per optimizer step; divides prompts_per_step * num_samples
   c.train.micro_batch_size = 8      # sequences per forward/backward (gradient accumulation); divides batch_size
+  c.train.remat = "none"            # none | layers (recompute each layer in the backward: far less memory) | dots
   c.train.output_dir = "runs/caopd"  # checkpoints, logs and the config; an existing run there is resumed
 
   c.checkpoint = ml_collections.ConfigDict()
@@ -120,6 +121,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "model.teacher_dtype", config.model.teacher_dtype, DTYPES)
   _choice(config, "distill.divergence", config.distill.divergence, DIVERGENCES)
   _choice(config, "distill.token_stats", config.distill.token_stats, TOKEN_STATS)
+  _choice(config, "train.remat", config.train.remat, ("none", "layers", "dots"))
   _choice(config, "distill.teacher_mode", config.distill.teacher_mode, ("demo", "correct_solution"))
   _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, ("demo", "skip"))
   parse_mesh(config.mesh)

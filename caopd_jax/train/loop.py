@@ -44,7 +44,7 @@ def _settings(config) -> tuple[DistillSettings, LossSettings]:
                             prompts=PromptConfig(**config.prompts.to_dict()))
   loss = LossSettings(divergence=d.divergence, alpha=d.alpha, skip_first=d.skip_first_tokens,
                       calibration_weight=d.calibration_weight, temperature=d.temperature,
-                      token_stats=d.token_stats, vocab_chunk=d.vocab_chunk)
+                      token_stats=d.token_stats, vocab_chunk=d.vocab_chunk, remat=config.train.remat)
   return distill, loss
 
 

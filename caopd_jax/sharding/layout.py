@@ -24,10 +24,6 @@ def activate(layout: Layout | None):
     _ACTIVE.reset(token)
 
 
-def active() -> Layout | None:
-  return _ACTIVE.get()
-
-
 def constrain(x: jax.Array, names: tuple) -> jax.Array:
   """x with its sharding pinned to the active layout's spec for logical dimension `names`."""
   layout = _ACTIVE.get()

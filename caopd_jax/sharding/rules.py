@@ -79,7 +79,3 @@ class Layout(NamedTuple):
           return by_path[keys[start:]]
       return self.replicated()
     return jax.tree_util.tree_map_with_path(pick, tree_like)
-
-  def batch(self, tree_like) -> Any:
-    """Shardings splitting every leaf's leading (row) dimension over the batch axes."""
-    return jax.tree.map(lambda x: self.sharding(("batch",) + (None,) * (x.ndim - 1), x.shape), tree_like)

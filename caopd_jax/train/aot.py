@@ -53,7 +53,7 @@ def compile_report(config, model_config, devices) -> dict:
   from caopd_jax.sharding.mesh import make_mesh
   from caopd_jax.sharding.rules import Layout
   from caopd_jax.train.config import rules_from_config
-  from caopd_jax.train.loop import _settings
+  from caopd_jax.train.loop import distill_and_loss_settings
   from caopd_jax.train.loss import LossBatch
   from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
   from caopd_jax.train.step import init_state, make_train_step, state_shardings
@@ -72,7 +72,7 @@ def compile_report(config, model_config, devices) -> dict:
   batch = LossBatch(spec(d.max_prompt_tokens + c, jnp.int32), spec(d.max_prompt_tokens + c, jnp.int32),
                     spec(2 * d.max_prompt_tokens + c, jnp.int32), spec(2 * d.max_prompt_tokens + c, jnp.int32),
                     spec(c, jnp.int32), spec(c, jnp.float32), spec(c, jnp.float32))
-  step = make_train_step(model_config, _settings(config)[1], optimizer,
+  step = make_train_step(model_config, distill_and_loss_settings(config)[1], optimizer,
                          learning_rate_schedule(o.lr, config.train.steps, o.warmup_fraction), d.teacher_ema,
                          config.train.batch_size // config.train.micro_batch_size, layout, shardings)
   started = time.perf_counter()

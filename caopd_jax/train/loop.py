@@ -37,7 +37,7 @@ from caopd_jax.train.step import make_train_step, sharded_init_state
 PROMPT_BUCKET = 32  # prompt widths are padded to multiples of this, to bound recompilation
 
 
-def _settings(config) -> tuple[DistillSettings, LossSettings]:
+def distill_and_loss_settings(config) -> tuple[DistillSettings, LossSettings]:
   d = config.distill
   distill = DistillSettings(calibrate=d.calibrate, teacher_mode=d.teacher_mode, no_correct_policy=d.no_correct_policy,
                             max_prompt_tokens=d.max_prompt_tokens, max_completion_tokens=d.max_completion_tokens,
@@ -109,7 +109,7 @@ def train(config) -> str:
   examples = load_examples(config.data.name, config.data.split, data_dir=config.data.data_dir or None,
                            num_examples=config.data.num_examples, seed=config.seed,
                            difficulty=list(config.data.difficulty))
-  distill, loss_settings = _settings(config)
+  distill, loss_settings = distill_and_loss_settings(config)
   held_out = _held_out(config)
   line = len(confidence_line_ids(tokenizer, "0.00")) + 1
   if config.distill.calibrate and line > config.distill.max_completion_tokens:

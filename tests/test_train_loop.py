@@ -164,6 +164,7 @@ def test_resume_with_another_config_is_refused(setup, reference_run):
     ("--mesh=8", "expected 1, auto, a preset"),
     ("--mesh=fsdp:4", "needs 4 devices, but 1 are visible"),
     ("--config.sharding.rules=vocab=pipeline", "sharding.rules entry 'vocab=pipeline'"),
+    ("--config.prompts.fewshot=('one string',)", "config.prompts: PromptConfig.fewshot must be"),
 ])
 def test_config_errors(setup, override, message):
   config_file, _ = setup

@@ -126,6 +126,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, ("demo", "skip"))
   parse_mesh(config.mesh)
   rules_from_config(config)
+  try:
+    PromptConfig(**config.prompts.to_dict())
+  except ValueError as e:
+    raise CaopdError(f"config.prompts: {e}") from None
   if not config.model.path:
     raise CaopdError("config.model.path is empty: set it to the starting weights (HF folder, .gguf or checkpoint)")
   positive = {"rollout.prompts_per_step": config.rollout.prompts_per_step, "rollout.num_samples":

@@ -1,13 +1,15 @@
 """Rollout (sampling) throughput of `caopd_jax.rollout.sample` against the decode roofline.
 
     python bench/rollout_throughput.py --model qwen3-0.6b --batch 64 256 --prompt 128 --new 256 --json out.json
+    python bench/rollout_throughput.py --model qwen3-8b --mesh=data:4 --batch 256   # 4 GPUs, weights replicated
 
 Random bf16 weights of a preset shape; prompts of random tokens, all `--prompt` long;
 `--new` tokens sampled at temperature 1 with no stop tokens (EOS ignored), so every
 row decodes the full length, like HF `generate(min_new_tokens=...)` in the PyTorch
-baseline. One warm-up call compiles; the timed call includes prefill and the final
+baseline. `--mesh` lays the weights and the decode rows out as training does (`fsdp:4` gathers the
+weights at every decode step; `data:4` keeps a copy per device and splits the rows). One warm-up call compiles; the timed call includes prefill and the final
 transfer to the host. The roofline divides the bytes a decode step must read
-(every weight once + the KV cache at the mean context) by the copy bandwidth.
+(every weight once per device + the KV cache at the mean context) by the devices' copy bandwidth.
 """
 
 import argparse
@@ -19,29 +21,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from caopd_jax import models, rollout
+from caopd_jax.sharding.mesh import make_mesh
+from caopd_jax.sharding.rules import Layout
 
 COPY_BANDWIDTH = 4.13e12  # bytes/s, H200 device copy, measured 2026-11-28 (../shared/docs/ENGINEERING.md)
 
 
-def roofline_tokens_per_s(config, batch: int, prompt: int, new: int, bytes_per_value: int = 2) -> float:
-  """Tokens/s if each decode step only had to read the weights and the KV cache once, at full bandwidth."""
+def roofline_tokens_per_s(config, batch: int, prompt: int, new: int, bytes_per_value: int = 2,
+                          devices: int = 1) -> float:
+  """Tokens/s if each decode step only had to read the weights and the KV cache once, at full bandwidth.
+
+  With `devices` > 1 the rows (and their KV cache) split evenly and each device reads every weight
+  once (the data-parallel bound; FSDP must also move the weights between devices)."""
   weights = config.num_params() * bytes_per_value
   mean_context = prompt + new / 2
   kv = 2 * config.num_layers * batch * config.num_kv_heads * mean_context * config.head_dim * bytes_per_value
-  return batch / ((weights + kv) / COPY_BANDWIDTH)
+  return batch / ((weights + kv / devices) / COPY_BANDWIDTH)
 
 
-def run(config, params, batch: int, prompt: int, new: int, samples_per_prompt: int) -> dict:
+def run(config, params, batch: int, prompt: int, new: int, samples_per_prompt: int, layout: Layout) -> dict:
   rng = np.random.default_rng(0)
   prompts = rng.integers(0, config.vocab_size, size=(batch // samples_per_prompt, prompt)).tolist()
-  kwargs = dict(num_samples=samples_per_prompt, max_new_tokens=new, temperature=1.0, chunk=new)
+  kwargs = dict(num_samples=samples_per_prompt, max_new_tokens=new, temperature=1.0, chunk=new, layout=layout)
   rollout.sample(config, params, prompts, jax.random.key(0), **kwargs)  # compile
   start = time.perf_counter()
   out = rollout.sample(config, params, prompts, jax.random.key(1), **kwargs)
   seconds = time.perf_counter() - start
   assert out.mask.all()
   tokens_per_s = batch * new / seconds
-  roof = roofline_tokens_per_s(config, batch, prompt, new)
+  roof = roofline_tokens_per_s(config, batch, prompt, new, devices=layout.mesh.devices.size)
   return {"batch": batch, "samples_per_prompt": samples_per_prompt, "seconds": seconds,
           "tokens_per_s": tokens_per_s, "roofline_tokens_per_s": roof, "fraction_of_roofline": tokens_per_s / roof}
 
@@ -54,16 +62,20 @@ def main():
   parser.add_argument("--new", type=int, default=256)
   parser.add_argument("--samples_per_prompt", type=int, nargs="+", default=[1, 8],
                       help="K: prompts = batch / K, each prefilled once and sampled K times")
+  parser.add_argument("--mesh", default="1", help="as for training: 1, auto, data:4, fsdp:4, ...")
   parser.add_argument("--json", default=None)
   args = parser.parse_args()
   config = models.preset(args.model)
-  params = jax.jit(models.init, static_argnums=(0, 2))(config, jax.random.key(0), jnp.bfloat16)
-  results = {"model": args.model, "device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "runs": []}
+  layout = Layout(make_mesh(args.mesh))
+  params = jax.jit(models.init, static_argnums=(0, 2), out_shardings=layout.params(
+      config, models.param_shapes(config, jnp.bfloat16)))(config, jax.random.key(0), jnp.bfloat16)
+  results = {"model": args.model, "mesh": args.mesh, "devices": layout.mesh.devices.size,
+             "device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "runs": []}
   for batch in args.batch:
     for k in args.samples_per_prompt:
-      r = run(config, params, batch, args.prompt, args.new, k)
+      r = run(config, params, batch, args.prompt, args.new, k, layout)
       results["runs"].append(r)
-      print(f"{args.model} batch {batch:4d} K={k}: {r['tokens_per_s']:10,.0f} tok/s  ({r['seconds']:.2f} s, "
+      print(f"{args.model} mesh {args.mesh} batch {batch:4d} K={k}: {r['tokens_per_s']:10,.0f} tok/s  ({r['seconds']:.2f} s, "
             f"{100 * r['fraction_of_roofline']:.0f}% of the {r['roofline_tokens_per_s']:,.0f} tok/s roofline)",
             flush=True)
   if args.json:

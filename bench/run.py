@@ -5,7 +5,7 @@
     python bench/run.py --model qwen3-0.6b --parts step --token_stats pallas xla_chunked
 
 Parts: `step` (bench/train_step.py: one CaOPD training step, teacher included, per token-stats
-backend), `rollout` (bench/rollout_throughput.py: K=8 sampling at batch 64 and 256, one device),
+backend), `rollout` (bench/rollout_throughput.py: K=8 sampling at batch 64 and 256 on --rollout_mesh),
 `kernel` (bench/token_stats.py time: the loss head alone at the model's hidden size). Raw JSON
 lines go to --out (default bench/last_run.jsonl).
 """
@@ -33,6 +33,7 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", default="qwen3-0.6b")
   p.add_argument("--mesh", default="1")
+  p.add_argument("--rollout_mesh", default=None, help="the rollout part's mesh (default: --mesh), e.g. data:4")
   p.add_argument("--parts", nargs="+", default=["step", "rollout", "kernel"], choices=["step", "rollout", "kernel"])
   p.add_argument("--token_stats", nargs="+", default=["pallas", "xla_chunked"])
   p.add_argument("--batch", type=int, default=8)
@@ -51,10 +52,11 @@ def main():
                     str(args.micro_batches), "--remat", args.remat])
   if "rollout" in args.parts:
     out = os.path.join(HERE, ".rollout.json")
-    _run([os.path.join(HERE, "rollout_throughput.py"), "--model", args.model, "--samples_per_prompt", "8",
-          "--json", out])
+    _run([os.path.join(HERE, "rollout_throughput.py"), "--model", args.model, "--mesh", args.rollout_mesh or args.mesh,
+          "--samples_per_prompt", "8", "--json", out])
     if os.path.exists(out):
-      rows += [dict(part="rollout", **r) for r in json.load(open(out))["runs"]]
+      result = json.load(open(out))
+      rows += [dict(part="rollout", mesh=result["mesh"], **r) for r in result["runs"]]
       os.remove(out)
   if "kernel" in args.parts:
     from caopd_jax import models
@@ -71,7 +73,7 @@ def main():
       print(f"| step | {r['model']} {r['mesh']} {r['token_stats']} | {r['step_s']:.3f} s | "
             f"{r['student_tokens_per_s']:,} tok/s | {100 * r['mfu']:.1f}% | {r['peak_gib_per_device']} |")
     elif r.get("part") == "rollout":
-      print(f"| rollout | batch {r['batch']}, K={r['samples_per_prompt']} | {r['seconds']:.2f} s | "
+      print(f"| rollout | {r['mesh']} batch {r['batch']}, K={r['samples_per_prompt']} | {r['seconds']:.2f} s | "
             f"{r['tokens_per_s']:,.0f} tok/s | {100 * r['fraction_of_roofline']:.0f}% of roofline | |")
     else:
       print(f"| kernel | {r['impl']} N {r['n']} D {r['d']} | {r.get('fwd_bwd_ms', '-')} ms | | "

@@ -10,6 +10,7 @@ One backend per process, so that the peak memory (`memory_stats()["peak_bytes_in
 torch's max_memory_allocated; the largest over this process's devices) is that backend's. Student
 tokens/s counts prompt + completion tokens of every row per step, as the baseline does; MFU counts
 6 N per student token + 2 N per teacher token against --peak_tflops per device of the mesh.
+`--profile DIR` traces two more steps and reports the GPU time by kernel kind.
 """
 
 import argparse
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from caopd_jax import models
+from trace_summary import summarize, table
 from caopd_jax.sharding.distributed import place
 from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
@@ -55,6 +57,8 @@ def main():
   p.add_argument("--completion", type=int, default=512)
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--peak_tflops", type=float, default=792.0)
+  p.add_argument("--profile", default=None, metavar="DIR",
+                 help="after timing, trace 2 more steps into DIR and add GPU time by kernel kind (bench/trace_summary.py)")
   p.add_argument("--json", default=None)
   args = p.parse_args()
   config = models.preset(args.model)
@@ -91,6 +95,13 @@ def main():
                       / (args.peak_tflops * 1e12 * devices), 3),
          "peak_gib_per_device": round(peak / 2**30, 2), "loss": float(metrics["loss"]),
          "device": str(jax.devices()[0]), "jax": jax.__version__}
+  if args.profile:
+    with jax.profiler.trace(args.profile):
+      for _ in range(2):
+        state, metrics = step(state, batch)
+      jax.block_until_ready(metrics)
+    out["profile"] = summarize(args.profile, steps=2)
+    print(table(out["profile"]), flush=True)
   print(json.dumps(out), flush=True)
   if args.json:
     with open(args.json, "w") as f:

@@ -5,6 +5,10 @@
 #   bash launch/smollm2_study.sh                        # everything, into runs/smollm2-study (one GPU: --mesh=1)
 #   STEPS=100 LIMIT=200 OUT=runs/s2 bash launch/smollm2_study.sh --config.optim.lr=2e-5   # extra train overrides
 #   PARTS="train" / PARTS="eval report" bash launch/smollm2_study.sh                      # only some parts
+#   GPUS="0 1 2 3" bash launch/smollm2_study.sh    # one run (training, then its evaluations) per GPU, side by side;
+#                                                  # logs in $OUT/logs/gpuN.log
+#   MODELS="opd caopd_demo" PARALLEL_EVALS=1 ...    # only these models; a model's four evaluations side by side
+#                                                  # (each with EVAL_MEM_FRACTION of the GPU, default 0.2)
 # DRY_RUN=1 prints the commands. Same seed, budget and sampler settings for every run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,33 +17,85 @@ OUT=${OUT:-runs/smollm2-study}
 STEPS=${STEPS:-200}
 LIMIT=${LIMIT:-300}
 PARTS=${PARTS:-"train eval report"}
+GPUS=${GPUS:-}
+MODELS=${MODELS:-"base opd caopd_demo caopd_solution"}
 CFG=configs/smollm2_arith.py
+[ "${DRY_RUN:-0}" = 1 ] || mkdir -p "$OUT/logs"
 GGUF=${GGUF:-$($PY -c "import importlib.util as u; s = u.spec_from_file_location('c', '$CFG'); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.smollm2_gguf())")}
 
-run() {
-  if [ "${DRY_RUN:-0}" = 1 ]; then echo "$*"; else echo "[study] $*" >&2; "$@"; fi
+run() {  # print the command (DRY_RUN=1) or run it and report its wall-clock time
+  if [ "${DRY_RUN:-0}" = 1 ]; then echo "$*"; return; fi
+  echo "[study] $*" >&2
+  local start=$SECONDS
+  "$@"
+  echo "[study] $(( SECONDS - start )) s: $*" >&2
 }
 
-if [[ " $PARTS " == *" train "* ]]; then
-  train() { local name=$1; shift; run "$PY" -m caopd_jax.train --config=$CFG --config.train.steps="$STEPS" \
-      --config.train.output_dir="$OUT/$name" --config.log.progress=false "$@"; }
-  train opd --config.distill.calibrate=False "$@"
-  train caopd_demo "$@"
-  train caopd_solution --config.distill.teacher_mode=correct_solution "$@"
-fi
+train() {  # name, extra overrides...
+  local name=$1; shift
+  run "$PY" -m caopd_jax.train --config=$CFG --config.model.path="$GGUF" --config.train.steps="$STEPS" \
+    --config.train.output_dir="$OUT/$name" \
+    --config.log.progress=false "$@"
+}
 
-if [[ " $PARTS " == *" eval "* ]]; then
-  for model in base opd caopd_demo caopd_solution; do
-    path=$OUT/$model
-    [ "$model" = base ] && path=$GGUF
-    for split in heldout:1,2 ood:3; do
-      name=${split%%:*}
-      common=(--model "$path" --prompts $CFG --dataset arithmetic --difficulty "${split#*:}" --limit "$LIMIT"
-              --max_new_tokens 128 --no_progress)
-      run "$PY" -m caopd_jax.eval "${common[@]}" --greedy --output "$OUT/eval/$name-greedy/$model"
-      run "$PY" -m caopd_jax.eval "${common[@]}" --num_samples 8 --temperature 1.0 --output "$OUT/eval/$name-k8/$model"
-    done
+side_by_side() {  # commands in a "\n"-separated list: run together (PARALLEL_EVALS=1) or one after another
+  local pids=() failed=0 line
+  while IFS= read -r line; do
+    [ -z "$line" ] && continue
+    eval "set -- $line"
+    if [ "${PARALLEL_EVALS:-0}" = 1 ] && [ "${DRY_RUN:-0}" != 1 ]; then
+      XLA_PYTHON_CLIENT_MEM_FRACTION=${EVAL_MEM_FRACTION:-0.2} run "$@" & pids+=($!)
+    else
+      run "$@"
+    fi
+  done <<< "$1"
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  return $failed
+}
+
+evaluate() {  # name: greedy and K=8 on the held-out and the OOD split
+  local model=$1 path=$OUT/$1 commands=""
+  [ "$model" = base ] && path=$GGUF
+  for split in heldout:1,2 ood:3; do
+    local name=${split%%:*}
+    local common
+    common=$(printf '%q ' "$PY" -m caopd_jax.eval --model "$path" --prompts $CFG --dataset arithmetic \
+             --difficulty "${split#*:}" --limit "$LIMIT" --max_new_tokens 128 --no_progress)
+    commands+="$common --greedy --output $(printf %q "$OUT/eval/$name-greedy/$model")"$'\n'
+    commands+="$common --num_samples 8 --temperature 1.0 --output $(printf %q "$OUT/eval/$name-k8/$model")"$'\n'
   done
+  side_by_side "$commands"
+}
+
+job() {  # name: train it (unless base), then evaluate it
+  local name=$1 overrides=()
+  case $name in
+    opd) overrides=(--config.distill.calibrate=False) ;;
+    caopd_solution) overrides=(--config.distill.teacher_mode=correct_solution) ;;
+  esac
+  if [[ " $PARTS " == *" train "* && $name != base ]]; then train "$name" "${overrides[@]}" "${EXTRA[@]}"; fi
+  if [[ " $PARTS " == *" eval "* ]]; then evaluate "$name"; fi
+}
+
+EXTRA=("$@")
+read -r -a models <<< "$MODELS"
+if [ -z "$GPUS" ]; then
+  for m in "${models[@]}"; do job "$m"; done
+else  # model i on GPU i mod |GPUS|, the models of one GPU in sequence, the GPUs side by side
+  read -r -a gpu_list <<< "$GPUS"
+  worker() { for i in "${!models[@]}"; do if (( i % ${#gpu_list[@]} == $1 )); then job "${models[$i]}"; fi; done; }
+  pids=()
+  for g in "${!gpu_list[@]}"; do
+    if [ "${DRY_RUN:-0}" = 1 ]; then
+      echo "# GPU ${gpu_list[$g]}:"; worker "$g"
+    else
+      (export CUDA_VISIBLE_DEVICES=${gpu_list[$g]}; worker "$g") > "$OUT/logs/gpu${gpu_list[$g]}.log" 2>&1 &
+      pids+=($!)
+    fi
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  if [ $failed = 1 ]; then echo "[study] a job failed; see $OUT/logs/gpu*.log" >&2; exit 1; fi
 fi
 
 if [[ " $PARTS " == *" report "* ]]; then

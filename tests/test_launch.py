@@ -92,3 +92,21 @@ def test_smollm2_study_dry_run_lists_three_trainings_sixteen_evaluations_and_the
   assert len(evals) == 16 and sum("--greedy" in e for e in evals) == 8
   assert sum("--difficulty 3 " in e for e in evals) == 8 and "--model /models/smol.gguf" in evals[0]
   assert len([line for line in lines if "eval.compare" in line]) == 4 and "eval.curves" in lines[-1]
+
+
+def test_smollm2_study_on_two_gpus_gives_each_gpu_two_runs_and_their_evaluations():
+  env = dict(os.environ, DRY_RUN="1", PYTHON="python3", GGUF="/models/smol.gguf", GPUS="3 5")
+  out = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 0, out.stderr
+  per_gpu = out.stdout.split("# GPU 5:")
+  assert per_gpu[0].startswith("# GPU 3:") and len(per_gpu) == 2
+  first, second = per_gpu[0], per_gpu[1].split("eval.compare")[0]
+  assert "--model /models/smol.gguf" in first and "output_dir=runs/smollm2-study/caopd_demo" in first
+  assert "output_dir=runs/smollm2-study/opd" in second and "teacher_mode=correct_solution" in second
+  assert first.count("caopd_jax.eval ") == second.count("caopd_jax.eval ") == 8
+  env["MODELS"] = "caopd_demo"
+  only = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=60).stdout
+  assert only.count("caopd_jax.train ") == 1 and "output_dir=runs/smollm2-study/caopd_demo" in only
+  assert only.count("caopd_jax.eval ") == 4 and "/models/smol.gguf --prompts" not in only

@@ -92,3 +92,26 @@ def test_caopd_target_patches_demonstration_and_adds_note_before_instruction():
   note = rewrite.confidence_note("0.38", CONFIG.confidence_note)
   assert user.endswith(f"{note}\n\n{CONFIG.demo_instruction}")
   assert rewrite.patch_demonstration(e.demonstration, "0.38") in user and "Confidence: 1.00" not in user
+
+
+def test_privileged_context_as_a_previous_turn():
+  [e] = arithmetic_task(1, seed=0, difficulty=1)
+  config = prompts.PromptConfig(privileged_placement="turn", fewshot=(("What is 1 + 1?", "<answer>2</answer>"),))
+  student = prompts.student_messages(e, config)
+  teacher = prompts.teacher_messages(e, target="0.38", config=config)
+  # system, the few-shot pair, then the question answered by the patched demonstration, then the question + note
+  assert [m["role"] for m in teacher] == ["system", "user", "assistant", "user", "assistant", "user"]
+  assert teacher[:3] == student[:3] and teacher[3] == student[-1]
+  assert teacher[4]["content"] == rewrite.patch_demonstration(e.demonstration, "0.38")
+  assert teacher[5]["content"] == f"{e.question}\n\n{rewrite.confidence_note('0.38', CONFIG.confidence_note)}"
+  assert CONFIG.demo_header not in str(teacher) and CONFIG.demo_instruction not in str(teacher)
+  # plain OPD, and CaOPD with the note switched off: the teacher's last turn is exactly the student's
+  assert prompts.teacher_messages(e, config=config)[-1] == student[-1]
+  quiet = prompts.PromptConfig(privileged_placement="turn", confidence_note="")
+  [*_, answer, last] = prompts.teacher_messages(e, mode="correct_solution", solution="<answer>5</answer>\nConfidence: 1",
+                                                target="0.50", config=quiet)
+  assert answer["content"] == "<answer>5</answer>\nConfidence: 0.50" and last["content"] == e.question
+  with pytest.raises(ValueError, match="privileged_placement"):
+    prompts.PromptConfig(privileged_placement="system")
+  with pytest.raises(ValueError, match="placeholder"):
+    prompts.PromptConfig(confidence_note="Be calibrated.")

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from caopd_jax import models
-from caopd_jax.config_files import parse_args
+from caopd_jax.config_files import load_file, parse_args
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.tokenizers.characters import character_tokenizer
+from caopd_jax.train import loop
 from caopd_jax.train.config import validate
 from caopd_jax.train.logger import read_metrics
 
@@ -131,6 +132,37 @@ def test_sigterm_saves_and_the_run_resumes(setup, reference_run):
   assert stopped_at < 8 and str(stopped_at) in os.listdir(run_dir / "checkpoints")
   assert _train(config_file, run_dir).returncode == 0
   assert _losses(run_dir) == _losses(reference_run)
+
+
+def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, monkeypatch, capsys):
+  """A stop signal sent to the process group also kills XLA's compiler subprocesses (ptxas on GPUs, seen on the
+  H200 under `timeout`): the step that was compiling fails, and the run must still save and exit cleanly."""
+  config_file, root = setup
+  real = loop.make_train_step
+
+  def make_failing_after_one_step(*args, **kwargs):
+    step_fn, calls = real(*args, **kwargs), []
+
+    def step(state, batch):
+      calls.append(1)
+      if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("INTERNAL: ptxas exited with non-zero error code 15")
+      return step_fn(state, batch)
+    return step
+
+  monkeypatch.setattr(loop, "make_train_step", make_failing_after_one_step)
+  config = load_file(config_file)
+  config.train.output_dir = str(root / "signal_in_compile")
+  run_dir = loop.train(config)
+  assert "RuntimeError after SIGTERM during step 2" in capsys.readouterr().out
+  assert [r["step"] for r in read_metrics(run_dir)] == [1] and "1" in os.listdir(os.path.join(run_dir, "checkpoints"))
+  monkeypatch.undo()
+  with pytest.raises(RuntimeError, match="ptxas"):  # without a stop signal the error is the run's error
+    monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: lambda state, batch: (_ for _ in ()).throw(
+        RuntimeError("ptxas exited with non-zero error code 15")))
+    config.train.output_dir = str(root / "compile_error")
+    loop.train(config)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup):

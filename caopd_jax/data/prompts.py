@@ -8,11 +8,16 @@ Student: the source's messages (or [system, user(question)]) with the confidence
 In-context turns (PromptConfig.fewshot, default none, as in the paper): (user, assistant) pairs placed
 right after the system message of every student (and so teacher) prompt; small models such as
 SmolLM2-135M follow the answer and confidence format only with them.
-Teacher: the student's messages, the last user message extended with the privileged context:
-  demo              demo_header + the demonstration (or sources.fallback_demonstration) + demo_instruction
-  correct_solution  solution_header + a verified-correct student rollout + solution_instruction
+Teacher: the student's messages with the privileged context, placed by PromptConfig.privileged_placement:
+  "message" (the paper's)  the last user message extended with
+      demo              demo_header + the demonstration (or sources.fallback_demonstration) + demo_instruction
+      correct_solution  solution_header + a verified-correct student rollout + solution_instruction
+  "turn"                   a previous exchange: the last user message, answered by the privileged text,
+                           then the last user message again (headers and instructions unused). The
+                           teacher's final turn is then the student's own, so a small model's teacher
+                           keeps the student's format (SmolLM2-135M: configs/smollm2_arith.py).
 With a CaOPD `target` (e.g. "0.62"), the privileged text's confidence is patched to the target
-and the confidence note goes just before the final instruction. The system message and the
+and the confidence note goes just before the final instruction ("turn": at the end of the last user message). The system message and the
 privileged text are always kept (the reference drops the demonstration for science; we do not).
 """
 
@@ -31,7 +36,8 @@ _BEGIN_LINE = re.compile(r"^Begin!", re.MULTILINE)
 class PromptConfig:
   """The wording of every prompt part; override any field (e.g. from a config file).
 
-  confidence_note is a `calibration.rewrite.confidence_note` template ({confidence} is the target).
+  confidence_note is a `calibration.rewrite.confidence_note` template ({confidence} is the target); an
+  empty one adds no note (the patched privileged text alone carries the target).
   """
   confidence_instruction: str = (
       "After your answer, end with one final line `Confidence: <number in [0,1]>`: the probability that "
@@ -52,8 +58,15 @@ class PromptConfig:
   solution_instruction: str = "Correctly solve the original question."
   confidence_note: str = DEFAULT_NOTE
   fewshot: tuple = ()   # ((user text, assistant text), ...): in-context turns after the system message
+  privileged_placement: str = "message"   # "message" (the paper's) or "turn": see the module docstring
 
   def __post_init__(self):
+    if self.privileged_placement not in ("message", "turn"):
+      raise ValueError(f"PromptConfig.privileged_placement must be 'message' or 'turn', got "
+                       f"{self.privileged_placement!r}")
+    if self.confidence_note and "{confidence}" not in self.confidence_note:
+      raise ValueError(f"PromptConfig.confidence_note {self.confidence_note!r:.120} has no {{confidence}} placeholder "
+                       "(or set it to '' for no note)")
     pairs = tuple(tuple(pair) for pair in self.fewshot)   # lists from a saved config.json become tuples
     if any(len(pair) != 2 or not all(isinstance(t, str) for t in pair) for pair in pairs):
       raise ValueError(f"PromptConfig.fewshot must be (user text, assistant text) pairs, got {self.fewshot!r}")
@@ -115,9 +128,14 @@ def teacher_messages(example: Example, mode: str = "demo", solution: str | None 
     raise ValueError(f"teacher mode must be 'demo' or 'correct_solution', got {mode!r}")
   privileged, note = privileged.strip(), []
   if target is not None:
-    privileged, note = patch_demonstration(privileged, target), [confidence_note(target, config.confidence_note)]
+    privileged = patch_demonstration(privileged, target)
+    note = [confidence_note(target, config.confidence_note)] if config.confidence_note else []
   messages = student_messages(example, config)
   last = messages[-1]
+  if config.privileged_placement == "turn":
+    earlier = [{"role": "user", "content": last["content"]}, {"role": "assistant", "content": privileged}]
+    last["content"] = "\n\n".join([last["content"].rstrip(), *note])
+    return messages[:-1] + earlier + [last]
   last["content"] = "\n\n".join([last["content"].rstrip(), f"{header}\n{privileged}", *note, instruction])
   return messages
 

@@ -147,51 +147,56 @@ def train(config) -> str:
   saved = step
   try:
     with StopSignals() as stop:
-      while step < total and not stop.requested:
-        try:
-          example_batch = next(data)
-        except StopIteration:
-          logger.message(f"the data ran out after {config.data.num_epochs} epoch(s) at step {step}")
-          break
-        started = time.perf_counter()
-        prompts = prepare_prompts(example_batch, tokenizer, distill)
-        if not prompts.examples:
-          logger.message(f"step {step}: every prompt of this batch is over distill.max_prompt_tokens; skipped")
-          continue
-        rollouts = rollout.sample(
-            model_config, state.student, prompts.ids, jax.random.fold_in(jax.random.key(config.seed), step),
-            num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
-            temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
-            stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout)
-        batch = build_batch(prompts, rollouts, tokenizer, distill)
-        rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
-        arrays = _pad_rows(batch, rows, pad_id)
-        for start in range(0, rows, config.train.batch_size):
-          if step >= total:
+      try:
+        while step < total and not stop.requested:
+          try:
+            example_batch = next(data)
+          except StopIteration:
+            logger.message(f"the data ran out after {config.data.num_epochs} epoch(s) at step {step}")
             break
           started = time.perf_counter()
-          part = place(LossBatch(*(a[start:start + config.train.batch_size] for a in arrays)), rows_sharding)
-          state, metrics = step_fn(state, part)
-          metrics = jax.tree.map(to_host, metrics)
-          seconds = time.perf_counter() - started
-          if not metrics["finite"]:
-            checkpoints.wait()
-            last = checkpoints.latest_step()
-            kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written yet"
-            raise CaopdError(f"step {step + 1}: the loss ({metrics['loss']}), the gradient norm "
-                             f"({metrics['grad_norm']}) or the updated params are not finite, so the update was not "
-                             f"applied; {kept} (in {run_dir}). Try a lower optim.lr")
-          step += 1
-          student_tokens = float(arrays.student_mask[start:start + config.train.batch_size].sum())
-          evaluated = _eval_metrics(config, model_config, state.student, tokenizer, held_out, distill.prompts,
-                                    layout) if (
-              held_out and step % config.eval.every == 0) else {}
-          logger.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"}, **rollout_metrics,
-                            "speed/train_tokens_per_s": student_tokens / seconds, "speed/step_time_s": seconds,
-                            **evaluated})
-        if step // config.checkpoint.every > saved // config.checkpoint.every or step >= total or stop.requested:
-          checkpoints.save(state, {"data": data.get_state(), "step": step})
-          saved = step
+          prompts = prepare_prompts(example_batch, tokenizer, distill)
+          if not prompts.examples:
+            logger.message(f"step {step}: every prompt of this batch is over distill.max_prompt_tokens; skipped")
+            continue
+          rollouts = rollout.sample(
+              model_config, state.student, prompts.ids, jax.random.fold_in(jax.random.key(config.seed), step),
+              num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
+              temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
+              stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout)
+          batch = build_batch(prompts, rollouts, tokenizer, distill)
+          rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
+          arrays = _pad_rows(batch, rows, pad_id)
+          for start in range(0, rows, config.train.batch_size):
+            if step >= total:
+              break
+            started = time.perf_counter()
+            part = place(LossBatch(*(a[start:start + config.train.batch_size] for a in arrays)), rows_sharding)
+            state, metrics = step_fn(state, part)
+            metrics = jax.tree.map(to_host, metrics)
+            seconds = time.perf_counter() - started
+            if not metrics["finite"]:
+              checkpoints.wait()
+              last = checkpoints.latest_step()
+              kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written yet"
+              raise CaopdError(f"step {step + 1}: the loss ({metrics['loss']}), the gradient norm "
+                               f"({metrics['grad_norm']}) or the updated params are not finite, so the update was not "
+                               f"applied; {kept} (in {run_dir}). Try a lower optim.lr")
+            step += 1
+            student_tokens = float(arrays.student_mask[start:start + config.train.batch_size].sum())
+            evaluated = _eval_metrics(config, model_config, state.student, tokenizer, held_out, distill.prompts,
+                                      layout) if (
+                held_out and step % config.eval.every == 0) else {}
+            logger.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"}, **rollout_metrics,
+                              "speed/train_tokens_per_s": student_tokens / seconds, "speed/step_time_s": seconds,
+                              **evaluated})
+          if step // config.checkpoint.every > saved // config.checkpoint.every or step >= total or stop.requested:
+            checkpoints.save(state, {"data": data.get_state(), "step": step})
+            saved = step
+      except Exception as error:  # a stop signal also reaches XLA's compiler subprocesses (ptxas), failing the call
+        if not stop.requested or any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+          raise
+        logger.message(f"{type(error).__name__} after {stop.requested} during step {step + 1}: {str(error)[:200]}")
       if stop.requested:
         logger.message(f"stopped by {stop.requested} at step {step}; checkpoint saved in {run_dir}; "
                        "run the same command again to resume")

@@ -1,0 +1,47 @@
+"""bench/trace_summary.py on a hand-written Chrome trace: only GPU stream kernels count, sorted into kinds."""
+
+import gzip
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from trace_summary import kind_of, summarize, table  # noqa: E402
+
+
+def _meta(pid, name, tid=None):
+  if tid is None:
+    return {"ph": "M", "pid": pid, "name": "process_name", "args": {"name": name}}
+  return {"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}}
+
+
+def _kernel(pid, tid, name, dur):
+  return {"ph": "X", "pid": pid, "tid": tid, "ts": 0.0, "dur": dur, "name": name}
+
+
+def test_summary_counts_gpu_stream_kernels_once_per_step_by_kind(tmp_path):
+  events = [_meta(1, "/host:CPU"), _meta(1, "python", 10), _meta(2, "/device:GPU:0"), _meta(2, "Stream #13(Compute)", 7),
+            _meta(2, "XLA Ops", 8), _meta(3, "/device:GPU:1"), _meta(3, "Stream #20(Compute)", 9),
+            _kernel(1, 10, "PjitFunction(step)", 99_000.0),          # host: ignored
+            _kernel(2, 8, "fusion.12", 5_000.0),                       # derived XLA Ops line: ignored
+            _kernel(2, 7, "nvjet_tst_128x256_64x4_1x2_h_bz_coopB_TNN", 3_000.0),
+            _kernel(2, 7, "nvjet_tst_128x256_64x4_1x2_h_bz_coopB_TNN", 1_000.0),
+            _kernel(2, 7, "cudnn_generated_fort_native_sdpa_sm90_knob_7", 2_000.0),
+            _kernel(2, 7, "forward_kernel", 1_500.0),
+            _kernel(3, 9, "ncclDevKernel_AllGather_RING_LL", 400.0),
+            _kernel(3, 9, "loop_add_fusion", 100.0)]
+  folder = tmp_path / "plugins" / "profile" / "run"
+  folder.mkdir(parents=True)
+  with gzip.open(folder / "host.trace.json.gz", "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  summary = summarize(str(tmp_path), steps=2)
+  assert summary["devices"] == 2 and summary["total_ms"] == 4.0  # (3000 + 1000 + 2000 + 1500 + 400 + 100) µs / 2
+  assert summary["kinds"] == {"matmul (cuBLAS / CUTLASS)": 2.0, "attention (cuDNN)": 1.0, "token stats (Pallas)": 0.75,
+                              "collectives (NCCL)": 0.2, "other fusions (elementwise, reductions)": 0.05}
+  assert summary["top"][0] == ["nvjet_tst_128x256_64x4_1x2_h_bz_coopB_TNN", "matmul (cuBLAS / CUTLASS)", 2.0, 1]
+  assert "| matmul (cuBLAS / CUTLASS) | 2.0 | 50% |" in table(summary)
+
+
+def test_kinds_of_the_pallas_backward_kernels_and_copies():
+  assert kind_of("_dlogits_kernel") == kind_of("_grad_w_kernel") == "token stats (Pallas)"
+  assert kind_of("Memcpy DtoD") == "copies / memset"

@@ -3,6 +3,7 @@
 Runs `python -m caopd_jax.train` in subprocesses, as a user does, on a 1-layer character-level model.
 """
 
+import json
 import os
 import signal
 import socket
@@ -223,15 +224,40 @@ def test_config_file_with_unknown_field(tmp_path):
     parse_args([f"--config={tmp_path}/missing.py"])
 
 
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_every_process_reads_the_same_prompt_batches(setup):
+  """The sampler and `place` take whole host arrays, so each of two processes must read the one-process order
+  (grain's default would deal each process a different share: the global batch would mix them)."""
+  config_file, _ = setup
+  script = os.path.join(ROOT, "tests", "multi_device", "training_batches.py")
+  alone = subprocess.run([sys.executable, script, config_file], capture_output=True, text=True, timeout=300)
+  assert alone.returncode == 0, alone.stderr[-2000:]
+  expected = json.loads(alone.stdout.splitlines()[-1])["batches"]
+  port = _free_port()
+  procs = [subprocess.Popen([sys.executable, script, config_file], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                                                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i), JAX_PLATFORMS="cpu"))
+           for i in range(2)]
+  outputs = [p.communicate(timeout=300) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+  printed = sorted(json.loads(out.splitlines()[-1])["process"] for out, _ in outputs)
+  assert printed == [0, 1] and len({len(b) for b in expected}) == 1 and len(expected[0]) == 2
+  for out, _ in outputs:
+    assert json.loads(out.splitlines()[-1])["batches"] == expected
+
+
 def test_two_processes_run_the_same_command_like_one(setup, reference_run):
   """jax.distributed from the environment: 2 processes x 2 CPU devices, --mesh=auto (data 2 x fsdp 2). Only
   process 0 logs; checkpoints are written collectively and load back. Step 1 (rollouts from the same start)
   matches the one-device run; later steps may sample differently (sharded sums round differently)."""
   config_file, root = setup
   run_dir = root / "two_processes"
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+  port = _free_port()
   procs = []
   for index in range(2):
     env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",

@@ -10,6 +10,7 @@ deterministic, so a resumed run repeats the uninterrupted run's losses exactly.
 
 import time
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +47,13 @@ def distill_and_loss_settings(config) -> tuple[DistillSettings, LossSettings]:
                       calibration_weight=d.calibration_weight, temperature=d.temperature,
                       token_stats=d.token_stats, vocab_chunk=d.vocab_chunk, remat=config.train.remat)
   return distill, loss
+
+
+def training_batches(examples, config):
+  """The steps' prompt batches, the same on every process: the sampler and `place` take whole host arrays and
+  each device keeps its rows. (Per-process reading would need process-local global arrays; not implemented.)"""
+  return batch_iterator(examples, config.rollout.prompts_per_step, config.seed, config.data.num_epochs or None,
+                        shard=grain.sharding.NoSharding())
 
 
 def _pad_rows(batch, rows: int, pad_id: int) -> LossBatch:
@@ -122,7 +130,7 @@ def train(config) -> str:
   layout = Layout(make_mesh(config.mesh), rules_from_config(config))
   state, shardings = sharded_init_state(layout, model_config, params, optimizer, jnp.dtype(config.model.teacher_dtype))
   del params
-  data = batch_iterator(examples, config.rollout.prompts_per_step, config.seed, config.data.num_epochs or None)
+  data = training_batches(examples, config)
   run_dir = config.train.output_dir
   checkpoints = RunCheckpoints(run_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   latest = checkpoints.latest_step()

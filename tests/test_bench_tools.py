@@ -1,4 +1,5 @@
-"""bench/trace_summary.py on a hand-written Chrome trace: only GPU stream kernels count, sorted into kinds."""
+"""bench/ helpers: trace_summary.py on a hand-written Chrome trace (only GPU stream kernels count, sorted into
+kinds) and scaling_plot.py's weak-scaling efficiencies on hand-computed figures."""
 
 import gzip
 import json
@@ -6,6 +7,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from scaling_plot import plot  # noqa: E402
 from trace_summary import kind_of, summarize, table  # noqa: E402
 
 
@@ -45,3 +47,17 @@ def test_summary_counts_gpu_stream_kernels_once_per_step_by_kind(tmp_path):
 def test_kinds_of_the_pallas_backward_kernels_and_copies():
   assert kind_of("_dlogits_kernel") == kind_of("_grad_w_kernel") == "token stats (Pallas)"
   assert kind_of("Memcpy DtoD") == "copies / memset"
+
+
+def test_weak_scaling_efficiency_per_series_from_the_smallest_gpu_count(tmp_path):
+  step = lambda mesh, devices, tps: {"model": "m", "mesh": mesh, "devices": devices,  # noqa: E731
+                                     "student_tokens_per_s": tps, "mfu": 0.4}
+  rows = [step("fsdp:2", 2, 1000), step("fsdp:4", 4, 1800), step("fsdp:2,tensor:2", 4, 2100),
+          {"model": "m", "mesh": "1", "devices": 1, "error": "RESOURCE_EXHAUSTED"},
+          {"part": "rollout", "model": "m", "mesh": "1", "devices": 1, "tokens_per_s": 500},
+          {"part": "rollout", "model": "m", "mesh": "data:4", "devices": 4, "tokens_per_s": 1900}]
+  output = tmp_path / "scaling.png"
+  efficiencies = plot(rows, str(output), "test")
+  assert efficiencies == {"m step (fsdp)": [(2, 1.0), (4, 0.9)], "m step (fsdp x tensor)": [(2, 1.0), (4, 1.05)],
+                          "m rollouts (data)": [(1, 1.0), (4, 0.95)]}
+  assert output.stat().st_size > 10_000

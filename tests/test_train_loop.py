@@ -135,9 +135,13 @@ def test_sigterm_saves_and_the_run_resumes(setup, reference_run):
   assert _losses(run_dir) == _losses(reference_run)
 
 
-def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, monkeypatch, capsys):
+@pytest.mark.parametrize("failing_call", [2, 3])
+def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, reference_run, monkeypatch, capsys,
+                                                                 failing_call):
   """A stop signal sent to the process group also kills XLA's compiler subprocesses (ptxas on GPUs, seen on the
-  H200 under `timeout`): the step that was compiling fails, and the run must still save and exit cleanly."""
+  H200 under `timeout`): the step that was compiling fails, and the run must still save and exit cleanly. Two
+  optimizer steps per rollout batch here: call 2 fails mid-batch (the resume goes on with the next batch), call 3
+  fails before any step of batch 2 (the resume redoes batch 2, so the run equals the uninterrupted one)."""
   config_file, root = setup
   real = loop.make_train_step
 
@@ -146,7 +150,7 @@ def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, monkeypat
 
     def step(state, batch):
       calls.append(1)
-      if len(calls) == 2:
+      if len(calls) == failing_call:
         os.kill(os.getpid(), signal.SIGTERM)
         raise RuntimeError("INTERNAL: ptxas exited with non-zero error code 15")
       return step_fn(state, batch)
@@ -154,11 +158,16 @@ def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, monkeypat
 
   monkeypatch.setattr(loop, "make_train_step", make_failing_after_one_step)
   config = load_file(config_file)
-  config.train.output_dir = str(root / "signal_in_compile")
+  config.train.output_dir = str(root / f"signal_in_compile_{failing_call}")
+  config.checkpoint.every = 100  # the only checkpoint is the one written after the failure
   run_dir = loop.train(config)
-  assert "RuntimeError after SIGTERM during step 2" in capsys.readouterr().out
-  assert [r["step"] for r in read_metrics(run_dir)] == [1] and "1" in os.listdir(os.path.join(run_dir, "checkpoints"))
+  assert f"RuntimeError after SIGTERM during step {failing_call}" in capsys.readouterr().out
+  done = failing_call - 1
+  assert len(read_metrics(run_dir)) == done and str(done) in os.listdir(os.path.join(run_dir, "checkpoints"))
   monkeypatch.undo()
+  assert loop.train(config) == run_dir and [r["step"] for r in read_metrics(run_dir)] == list(range(1, 9))
+  if failing_call == 3:
+    assert _losses(run_dir) == _losses(reference_run)
   with pytest.raises(RuntimeError, match="ptxas"):  # without a stop signal the error is the run's error
     monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: lambda state, batch: (_ for _ in ()).throw(
         RuntimeError("ptxas exited with non-zero error code 15")))

@@ -157,6 +157,7 @@ def train(config) -> str:
     with StopSignals() as stop:
       try:
         while step < total and not stop.requested:
+          batch_start = (step, data.get_state())  # where a resume restarts if this batch fails before a step
           try:
             example_batch = next(data)
           except StopIteration:
@@ -205,6 +206,8 @@ def train(config) -> str:
         if not stop.requested or any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
           raise
         logger.message(f"{type(error).__name__} after {stop.requested} during step {step + 1}: {str(error)[:200]}")
+        if step == batch_start[0]:  # no step of this batch was applied: its prompts come again on resume
+          data.set_state(batch_start[1])
       if stop.requested:
         logger.message(f"stopped by {stop.requested} at step {step}; checkpoint saved in {run_dir}; "
                        "run the same command again to resume")

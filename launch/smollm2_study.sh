@@ -6,7 +6,8 @@
 #   STEPS=100 LIMIT=200 OUT=runs/s2 bash launch/smollm2_study.sh --config.optim.lr=2e-5   # extra train overrides
 #   PARTS="train" / PARTS="eval report" bash launch/smollm2_study.sh                      # only some parts
 #   GPUS="0 1 2 3" bash launch/smollm2_study.sh    # one run (training, then its evaluations) per GPU, side by side;
-#                                                  # logs in $OUT/logs/gpuN.log
+#                                                  # logs in $OUT/logs/workerI-gpuN.log; a failure stops the
+#                                                  # rest of that GPU's queue; Ctrl-C stops every worker
 #   MODELS="opd caopd_demo" PARALLEL_EVALS=1 ...    # only these models; a model's four evaluations side by side
 #                                                  # (each with EVAL_MEM_FRACTION of the GPU, default 0.2)
 # DRY_RUN=1 prints the commands. Same seed, budget and sampler settings for every run.
@@ -79,30 +80,51 @@ job() {  # name: train it (unless base), then evaluate it
 
 EXTRA=("$@")
 read -r -a models <<< "$MODELS"
+for m in "${models[@]}"; do
+  case $m in base|opd|caopd_demo|caopd_solution) ;; *) echo "MODELS: unknown model '$m' (base, opd, caopd_demo, caopd_solution)" >&2; exit 2 ;; esac
+done
+pids=()
+kill_tree() { local child; for child in $(pgrep -P "$1"); do kill_tree "$child"; done; kill -TERM "$1" 2>/dev/null || true; }
+trap 'for pid in "${pids[@]}"; do kill_tree "$pid"; done; echo "[study] interrupted" >&2; exit 130' INT TERM
 if [ -z "$GPUS" ]; then
   for m in "${models[@]}"; do job "$m"; done
 else  # model i on GPU i mod |GPUS|, the models of one GPU in sequence, the GPUs side by side
   read -r -a gpu_list <<< "$GPUS"
   worker() { for i in "${!models[@]}"; do if (( i % ${#gpu_list[@]} == $1 )); then job "${models[$i]}"; fi; done; }
-  pids=()
   for g in "${!gpu_list[@]}"; do
     if [ "${DRY_RUN:-0}" = 1 ]; then
       echo "# GPU ${gpu_list[$g]}:"; worker "$g"
     else
-      (export CUDA_VISIBLE_DEVICES=${gpu_list[$g]}; worker "$g") > "$OUT/logs/gpu${gpu_list[$g]}.log" 2>&1 &
+      (export CUDA_VISIBLE_DEVICES=${gpu_list[$g]}; worker "$g") > "$OUT/logs/worker$g-gpu${gpu_list[$g]}.log" 2>&1 &
       pids+=($!)
     fi
   done
   failed=0
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-  if [ $failed = 1 ]; then echo "[study] a job failed; see $OUT/logs/gpu*.log" >&2; exit 1; fi
+  if [ $failed = 1 ]; then echo "[study] a job failed; see $OUT/logs/worker*.log" >&2; exit 1; fi
 fi
 
 if [[ " $PARTS " == *" report "* ]]; then
+  names=(base opd caopd_demo caopd_solution)
+  labels=(base OPD CaOPD-demo CaOPD-solution)
   for table in heldout-greedy heldout-k8 ood-greedy ood-k8; do
-    run "$PY" -m caopd_jax.eval.compare "$OUT/eval/$table/base" "$OUT/eval/$table/opd" "$OUT/eval/$table/caopd_demo" \
-      "$OUT/eval/$table/caopd_solution" --names base,OPD,CaOPD-demo,CaOPD-solution --output "$OUT/reliability-$table.png"
+    folders=() shown=()
+    for i in "${!names[@]}"; do
+      if [ "${DRY_RUN:-0}" = 1 ] || [ -d "$OUT/eval/$table/${names[$i]}" ]; then
+        folders+=("$OUT/eval/$table/${names[$i]}"); shown+=("${labels[$i]}")
+      fi
+    done
+    [ ${#folders[@]} -gt 0 ] || continue
+    run "$PY" -m caopd_jax.eval.compare "${folders[@]}" --names "$(IFS=,; echo "${shown[*]}")" \
+      --output "$OUT/reliability-$table.png"
   done
-  run "$PY" -m caopd_jax.eval.curves "$OUT/opd" "$OUT/caopd_demo" "$OUT/caopd_solution" \
-    --names OPD,CaOPD-demo,CaOPD-solution --output "$OUT/curves.png"
+  runs=() shown=()
+  for i in 1 2 3; do
+    if [ "${DRY_RUN:-0}" = 1 ] || [ -f "$OUT/${names[$i]}/metrics.jsonl" ]; then
+      runs+=("$OUT/${names[$i]}"); shown+=("${labels[$i]}")
+    fi
+  done
+  if [ ${#runs[@]} -gt 0 ]; then
+    run "$PY" -m caopd_jax.eval.curves "${runs[@]}" --names "$(IFS=,; echo "${shown[*]}")" --output "$OUT/curves.png"
+  fi
 fi

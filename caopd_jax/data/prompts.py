@@ -15,7 +15,8 @@ Teacher: the student's messages with the privileged context, placed by PromptCon
   "turn"                   a previous exchange: the last user message, answered by the privileged text,
                            then the last user message again (headers and instructions unused). The
                            teacher's final turn is then the student's own, so a small model's teacher
-                           keeps the student's format (SmolLM2-135M: configs/smollm2_arith.py).
+                           keeps the student's format (SmolLM2-135M: configs/smollm2_arith.py). The
+                           last user message appears twice: long prompts need max_prompt_tokens to match.
 With a CaOPD `target` (e.g. "0.62"), the privileged text's confidence is patched to the target
 and the confidence note goes just before the final instruction ("turn": at the end of the last user message). The system message and the
 privileged text are always kept (the reference drops the demonstration for science; we do not).
@@ -105,7 +106,8 @@ def _with_fewshot(messages: list[dict], config: PromptConfig) -> list[dict]:
 
 def teacher_messages(example: Example, mode: str = "demo", solution: str | None = None, target: str | None = None,
                      config: PromptConfig = PromptConfig()) -> list[dict]:
-  """The teacher's chat messages: the student's, with privileged context in the last user message.
+  """The teacher's chat messages: the student's, with the privileged context placed by
+  `config.privileged_placement` (see the module docstring).
 
   Args:
     example: the Example.
@@ -113,7 +115,7 @@ def teacher_messages(example: Example, mode: str = "demo", solution: str | None 
       (`solution`, a student rollout the verifier marked correct).
     solution: str, required in correct_solution mode.
     target: the empirical confidence as written in completions (e.g. "0.62") when CaOPD is on:
-      the privileged text's confidence becomes `target` and the confidence note is added; None
+      the privileged text's confidence becomes `target` and the confidence note (if any) is added; None
       for the plain SDFT/OPD baseline.
     config: the wording.
   """
@@ -134,7 +136,8 @@ def teacher_messages(example: Example, mode: str = "demo", solution: str | None 
   last = messages[-1]
   if config.privileged_placement == "turn":
     earlier = [{"role": "user", "content": last["content"]}, {"role": "assistant", "content": privileged}]
-    last["content"] = "\n\n".join([last["content"].rstrip(), *note])
+    if note:
+      last["content"] = "\n\n".join([last["content"].rstrip(), *note])
     return messages[:-1] + earlier + [last]
   last["content"] = "\n\n".join([last["content"].rstrip(), f"{header}\n{privileged}", *note, instruction])
   return messages

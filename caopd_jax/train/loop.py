@@ -203,11 +203,14 @@ def train(config) -> str:
             checkpoints.save(state, {"data": data.get_state(), "step": step})
             saved = step
       except Exception as error:  # a stop signal also reaches XLA's compiler subprocesses (ptxas), failing the call
-        if not stop.requested or any(leaf.is_deleted() for leaf in jax.tree.leaves(state)):
+        # Saved only where that is safe: one process (a lone save of several would wait on the others), the
+        # state's buffers intact, and not the loop's own errors (a non-finite loss stays an error).
+        if (not stop.requested or isinstance(error, CaopdError) or jax.process_count() > 1
+            or any(leaf.is_deleted() for leaf in jax.tree.leaves(state))):
           raise
         logger.message(f"{type(error).__name__} after {stop.requested} during step {step + 1}: {str(error)[:200]}")
         if step == batch_start[0]:  # no step of this batch was applied: its prompts come again on resume
-          data.set_state(batch_start[1])
+          data.set_state(batch_start[1])  # (after a partial batch, the resume goes on with the next batch)
       if stop.requested:
         logger.message(f"stopped by {stop.requested} at step {step}; checkpoint saved in {run_dir}; "
                        "run the same command again to resume")

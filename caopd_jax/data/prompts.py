@@ -18,8 +18,9 @@ Teacher: the student's messages with the privileged context, placed by PromptCon
                            keeps the student's format (SmolLM2-135M: configs/smollm2_arith.py). The
                            last user message appears twice: long prompts need max_prompt_tokens to match.
 With a CaOPD `target` (e.g. "0.62"), the privileged text's confidence is patched to the target
-and the confidence note goes just before the final instruction ("turn": at the end of the last user message). The system message and the
-privileged text are always kept (the reference drops the demonstration for science; we do not).
+and the confidence note goes just before the final instruction ("turn": at the end of the last user
+message). The system message and the privileged text are always kept (the reference drops the
+demonstration for science; we do not).
 """
 
 import dataclasses

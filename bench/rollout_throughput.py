@@ -3,11 +3,12 @@
     python bench/rollout_throughput.py --model qwen3-0.6b --batch 64 256 --prompt 128 --new 256 --json out.json
     python bench/rollout_throughput.py --model qwen3-8b --mesh=data:4 --batch 256   # 4 GPUs, weights replicated
 
-Random bf16 weights of a preset shape; prompts of random tokens, all `--prompt` long;
+Random weights of a preset shape (bf16, or `--dtype float32`); prompts of random tokens, all `--prompt` long;
 `--new` tokens sampled at temperature 1 with no stop tokens (EOS ignored), so every
 row decodes the full length, like HF `generate(min_new_tokens=...)` in the PyTorch
 baseline. `--mesh` lays the weights and the decode rows out as training does (`fsdp:4` gathers the
-weights at every decode step; `data:4` keeps a copy per device and splits the rows). One warm-up call compiles; the timed call includes prefill and the final
+weights at every decode step; `data:4` keeps a copy per device and splits the rows). One warm-up call compiles (its wall time is reported as
+`first_call_seconds`); the timed call includes prefill and the final
 transfer to the host. The roofline divides the bytes a decode step must read
 (every weight once per device + the KV cache at the mean context) by the devices' copy bandwidth.
 """
@@ -43,14 +44,18 @@ def run(config, params, batch: int, prompt: int, new: int, samples_per_prompt: i
   rng = np.random.default_rng(0)
   prompts = rng.integers(0, config.vocab_size, size=(batch // samples_per_prompt, prompt)).tolist()
   kwargs = dict(num_samples=samples_per_prompt, max_new_tokens=new, temperature=1.0, chunk=new, layout=layout)
-  rollout.sample(config, params, prompts, jax.random.key(0), **kwargs)  # compile
+  start = time.perf_counter()
+  rollout.sample(config, params, prompts, jax.random.key(0), **kwargs)  # compiles
+  first_call = time.perf_counter() - start
   start = time.perf_counter()
   out = rollout.sample(config, params, prompts, jax.random.key(1), **kwargs)
   seconds = time.perf_counter() - start
   assert out.mask.all()
   tokens_per_s = batch * new / seconds
-  roof = roofline_tokens_per_s(config, batch, prompt, new, devices=layout.mesh.devices.size)
+  roof = roofline_tokens_per_s(config, batch, prompt, new, jnp.dtype(params["embed"].dtype).itemsize,
+                               devices=layout.mesh.devices.size)
   return {"batch": batch, "samples_per_prompt": samples_per_prompt, "seconds": seconds,
+          "first_call_seconds": first_call,
           "tokens_per_s": tokens_per_s, "roofline_tokens_per_s": roof, "fraction_of_roofline": tokens_per_s / roof}
 
 
@@ -62,20 +67,22 @@ def main():
   parser.add_argument("--new", type=int, default=256)
   parser.add_argument("--samples_per_prompt", type=int, nargs="+", default=[1, 8],
                       help="K: prompts = batch / K, each prefilled once and sampled K times")
+  parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="weight dtype")
   parser.add_argument("--mesh", default="1", help="as for training: 1, auto, data:4, fsdp:4, ...")
   parser.add_argument("--json", default=None)
   args = parser.parse_args()
   config = models.preset(args.model)
   layout = Layout(make_mesh(args.mesh))
+  dtype = jnp.dtype(args.dtype)
   params = jax.jit(models.init, static_argnums=(0, 2), out_shardings=layout.params(
-      config, models.param_shapes(config, jnp.bfloat16)))(config, jax.random.key(0), jnp.bfloat16)
+      config, models.param_shapes(config, dtype)))(config, jax.random.key(0), dtype)
   results = {"model": args.model, "mesh": args.mesh, "devices": layout.mesh.devices.size,
              "device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "runs": []}
   for batch in args.batch:
     for k in args.samples_per_prompt:
       r = run(config, params, batch, args.prompt, args.new, k, layout)
       results["runs"].append(r)
-      print(f"{args.model} mesh {args.mesh} batch {batch:4d} K={k}: {r['tokens_per_s']:10,.0f} tok/s  ({r['seconds']:.2f} s, "
+      print(f"{args.model} mesh {args.mesh} batch {batch:4d} K={k}: {r['tokens_per_s']:10,.0f} tok/s  ({r['seconds']:.2f} s; first call, compiling, {r['first_call_seconds']:.1f} s; "
             f"{100 * r['fraction_of_roofline']:.0f}% of the {r['roofline_tokens_per_s']:,.0f} tok/s roofline)",
             flush=True)
   if args.json:

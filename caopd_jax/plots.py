@@ -13,6 +13,8 @@ Files are written to a temporary file beside `path` and renamed over it, so a re
 
 import math
 
+import numpy as np
+
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -65,16 +67,35 @@ def reliability_diagram(runs: dict[str, dict], path: str) -> None:
   _save(figure, path)
 
 
-def curves(series: dict[str, dict[str, list[float | None]]], path: str, title: str) -> None:
+def moving_mean(values: list[float | None], window: int) -> list[float]:
+  """Trailing mean over the last `window` values at each position (fewer at the start), None skipped;
+  NaN where the window holds no value."""
+  x = np.array([math.nan if v is None else v for v in values], float)
+  out = []
+  for i in range(len(x)):
+    part = x[max(0, i - window + 1):i + 1]
+    part = part[np.isfinite(part)]
+    out.append(float(part.mean()) if part.size else math.nan)
+  return out
+
+
+def curves(series: dict[str, dict[str, list[float | None]]], path: str, title: str, smooth: int = 1) -> None:
   """Writes a PNG to `path`: one panel per run (name -> {metric label -> values per step}), one line per
-  metric against step 1, 2, ...; panels share the y axis; a None value leaves a gap in its line."""
+  metric against step 1, 2, ...; panels share the y axis; a None value leaves a gap in its line. With
+  `smooth` > 1 the per-step values are drawn faintly and their trailing `smooth`-step mean on top."""
   if not series:
     raise CaopdError("curves needs at least one run; got an empty dict")
   figure = Figure(figsize=(5.0 * len(series), 3.6), layout="constrained")
   axes = figure.subplots(1, len(series), squeeze=False, sharey=True)[0]
   for ax, (name, lines) in zip(axes, series.items()):
     for label, values in lines.items():
-      ax.plot(range(1, len(values) + 1), [math.nan if v is None else v for v in values], marker=".", label=label)
+      steps = range(1, len(values) + 1)
+      raw = [math.nan if v is None else v for v in values]
+      if smooth > 1:
+        (line,) = ax.plot(steps, moving_mean(values, smooth), label=f"{label} ({smooth}-step mean)")
+        ax.plot(steps, raw, color=line.get_color(), alpha=0.25, linewidth=0.8)
+      else:
+        ax.plot(steps, raw, marker=".", label=label)
     ax.set(title=f"{title}: {name}", xlabel="step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if lines:

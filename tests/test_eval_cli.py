@@ -130,3 +130,5 @@ def test_training_curves_cli(tmp_path, capsys):
   assert matplotlib.image.imread(str(out)).shape[1] > 500
   with pytest.raises(CaopdError, match="no logged steps"):
     curves_main([str(tmp_path)])
+  with pytest.raises(CaopdError, match="--smooth must be at least 1"):
+    curves_main([str(tmp_path / "opd"), "--smooth", "0", "--output", str(out)])

@@ -1,5 +1,7 @@
 """The PNG figures are written atomically, are valid PNGs, and have the expected layout."""
 
+import math
+
 import matplotlib
 import matplotlib.image
 import numpy as np
@@ -64,6 +66,30 @@ def test_curves(tmp_path):
   height, width, _ = _read_png(tmp_path / "curves.png").shape
   assert width > 1.5 * height
   assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_moving_mean_by_hand():
+  assert plots.moving_mean([1.0, 3.0, None, 5.0, 9.0], 2) == [1.0, 2.0, 3.0, 5.0, 7.0]
+  assert plots.moving_mean([2.0, 4.0, 6.0], 5) == [2.0, 3.0, 4.0]
+  smoothed = plots.moving_mean([None, None, 1.0], 2)
+  assert math.isnan(smoothed[0]) and math.isnan(smoothed[1]) and smoothed[2] == 1.0
+
+
+def test_smoothed_curves_draw_two_lines_per_metric(tmp_path, monkeypatch):
+  drawn = []
+  original = plots.Figure.subplots
+  def spy(self, *args, **kwargs):
+    axes = original(self, *args, **kwargs)
+    drawn.append(axes)
+    return axes
+  monkeypatch.setattr(plots.Figure, "subplots", spy)
+  series = {"OPD": {"mean stated confidence": [0.6, None, 0.95, 1.0], "rollout accuracy": [0.5, 0.55, 0.6, 0.6]}}
+  plots.curves(series, str(tmp_path / "curves.png"), "rollouts during training", smooth=3)
+  ax = drawn[0][0][0]
+  labels = [line.get_label() for line in ax.get_lines()]
+  assert labels[0] == "mean stated confidence (3-step mean)" and len(labels) == 4
+  np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), [0.6, 0.6, 0.775, (0.95 + 1.0) / 2])
+  assert _read_png(tmp_path / "curves.png").shape[1] > 300
 
 
 def test_nothing_to_plot_is_an_error(tmp_path):

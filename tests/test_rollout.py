@@ -219,3 +219,18 @@ def test_smollm2_greedy_matches_transformers(smollm2_gguf, ours_smollm2):
     ref = ref[0, len(prompt):].tolist()
     assert out.tokens[i, 0, :out.lengths[i, 0]].tolist() == ref, (questions[i], tokenizer.decode(ref))
   assert (out.lengths == 48).sum() >= 3  # at least three prompts compared over all 48 new tokens
+
+
+def test_gpu_prefill_program_names_real_compiler_options_and_computes_the_same(family, monkeypatch):
+  """The GPU prefill's compiler options (Triton GEMMs off) are real XLA options: XLA rejects unknown names at
+  compile time, so compiling the "gpu" program here checks them; its result equals the default program's."""
+  from caopd_jax.rollout import sampler
+  _, _, config, params, _ = family
+  prompts = _prompts(config.vocab_size, seed=3)
+  kwargs = dict(num_samples=2, max_new_tokens=6, temperature=1.0)
+  default = rollout.sample(config, params, prompts, jax.random.key(2), **kwargs)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  gpu = rollout.sample(config, params, prompts, jax.random.key(2), **kwargs)
+  assert sampler._prefill.cache_info().currsize >= 2   # both programs were built
+  np.testing.assert_array_equal(gpu.tokens, default.tokens)
+  np.testing.assert_allclose(gpu.logprobs, default.logprobs, atol=1e-6)

@@ -2,7 +2,8 @@
 
 Training curves of runs of `python -m caopd_jax.train`: the mean stated confidence of the rollouts
 against their accuracy (the mean P_acc), per optimizer step, one panel per run, from each run's
-metrics.jsonl. Prints the gap (confidence - accuracy) averaged over the first and the last tenth of
+metrics.jsonl; `--smooth N` (default 10) draws the trailing N-step mean over the faint per-step values.
+Prints the gap (confidence - accuracy) averaged over the first and the last tenth of
 each run: OPD's overconfidence shows as a gap that grows.
 """
 
@@ -39,10 +40,13 @@ def main(argv=None) -> int:
   p.add_argument("runs", nargs="+", help="training run folders")
   p.add_argument("--names", default=None, help="comma-separated panel names (default: the folder names)")
   p.add_argument("--output", default="curves.png", help="the PNG to write")
+  p.add_argument("--smooth", type=int, default=10, help="draw the trailing mean over this many steps (1: raw only)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   names = row_names(args.runs, args.names, "run")
   series = {name: rollout_curves(run) for name, run in zip(names, args.runs)}
-  plots.curves(series, args.output, "rollouts during training")
+  if args.smooth < 1:
+    raise CaopdError(f"--smooth must be at least 1, got {args.smooth}")
+  plots.curves(series, args.output, "rollouts during training", smooth=args.smooth)
   print("| run | steps | gap, first tenth | gap, last tenth |\n|---|---:|---:|---:|")
   for name, curves in series.items():
     n = len(curves["rollout accuracy"])

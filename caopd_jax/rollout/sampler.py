@@ -80,12 +80,25 @@ def _bucket(n: int, minimum: int = 1) -> int:
   return max(minimum, 1 << (n - 1).bit_length())
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 7))
-def _prefill(config: ModelConfig, settings: Settings, cache_length: int, params, tokens, mask, keys,
-             layout: Layout | None) -> DecodeState:
+# On GPUs, XLA's Triton GEMM autotuner compiles dozens of tile configurations for each fused matmul of the
+# unrolled layers: the prefill of SmolLM2-135M took 57 s to compile on an H200, 4.6 s with cuBLAS, for a call
+# that runs once per batch (bench/RESULTS.md, "Compile time"). The decode loop keeps Triton: with it, decoding
+# ran 40-60% faster.
+PREFILL_GPU_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+
+
+def _prefill_in_layout(config: ModelConfig, settings: Settings, cache_length: int, params, tokens, mask, keys,
+                       layout: Layout | None) -> DecodeState:
   """tokens/mask [Bp, P] left-padded prompts; keys [Bp * K] -> the decode state before the first token."""
   with activate(layout):
     return _prefill_body(config, settings, cache_length, params, tokens, mask, keys)
+
+
+@functools.cache
+def _prefill(backend: str):
+  """The jitted prefill for a JAX backend ("cpu", "gpu", "tpu"), with the GPU compiler options on GPUs."""
+  options = PREFILL_GPU_COMPILER_OPTIONS if backend == "gpu" else None
+  return jax.jit(_prefill_in_layout, static_argnums=(0, 1, 2, 7), compiler_options=options)
 
 
 def _prefill_body(config, settings, cache_length, params, tokens, mask, keys) -> DecodeState:
@@ -196,7 +209,7 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   keys = jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(
       jnp.arange(k)))(jnp.arange(rows)).reshape(rows * k)
 
-  state = _prefill(config, settings, width + steps, params, tokens, mask, keys, layout)
+  state = _prefill(jax.default_backend())(config, settings, width + steps, params, tokens, mask, keys, layout)
   bar = _progress_bar(steps, n * k) if progress else None
   for until in range(chunk, steps + chunk, chunk):
     state = _decode(config, settings, params, state, jnp.int32(until), layout)

@@ -239,25 +239,59 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_every_process_reads_the_same_prompt_batches(setup):
-  """The sampler and `place` take whole host arrays, so each of two processes must read the one-process order
-  (grain's default would deal each process a different share: the global batch would mix them)."""
+def test_each_process_reads_its_share_of_the_one_process_batches(setup):
+  """grain deals the stream round-robin: with 2 processes, process i reads items i, i + 2, ... of each one-process
+  batch, so the shares are disjoint and, interleaved, are the one-process batches (the order the global batch uses)."""
   config_file, _ = setup
   script = os.path.join(ROOT, "tests", "multi_device", "training_batches.py")
   alone = subprocess.run([sys.executable, script, config_file], capture_output=True, text=True, timeout=300)
   assert alone.returncode == 0, alone.stderr[-2000:]
   expected = json.loads(alone.stdout.splitlines()[-1])["batches"]
+  outputs = _two_processes([sys.executable, script, config_file])
+  shares = {d["process"]: d["batches"] for d in (json.loads(out.splitlines()[-1]) for out, _ in outputs)}
+  assert sorted(shares) == [0, 1] and len({len(b) for b in expected}) == 1 and len(expected[0]) == 2
+  for j, batch in enumerate(expected):
+    assert shares[0][j] == batch[0::2] and shares[1][j] == batch[1::2]
+
+
+def test_two_processes_join_their_shares_into_the_one_process_batch():
+  """train/global_batch.py in two processes: prompts, rows and per-prompt statistics equal build_batch on the
+  whole batch, with both teachers, overlong prompts dropped on either side, and a process that kept none."""
+  script = os.path.join(ROOT, "tests", "multi_device", "global_batch.py")
+  reports = [json.loads(out.splitlines()[-1]) for out, _ in _two_processes([sys.executable, script])]
+  assert sorted(r["process"] for r in reports) == [0, 1]
+  for report in reports:
+    cases = report["cases"]
+    assert set(cases) == {"demo", "correct_solution", "some_overlong", "process1_all_overlong"}
+    for case in cases.values():
+      assert case["same_prompts"] and case["differences"] == [], case
+    assert cases["some_overlong"]["counts"]["dropped_overlong"] == 3
+    assert cases["correct_solution"]["counts"]["no_correct_fallback"] == 3
+  kept_by_process1 = [r["cases"]["process1_all_overlong"]["kept_here"] for r in reports if r["process"] == 1]
+  assert kept_by_process1 == [0]
+
+
+def test_a_batch_that_does_not_split_evenly_over_the_processes_is_a_clear_error(monkeypatch):
+  from caopd_jax.data.arithmetic import arithmetic_task
+  from caopd_jax.train.config import default_config
+  from caopd_jax.train.loop import training_batches
+  config = default_config()
+  config.rollout.prompts_per_step = 4
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  with pytest.raises(CaopdError, match=r"rollout.prompts_per_step=4 must be a multiple of the process count \(3\)"):
+    training_batches(arithmetic_task(8, seed=0, difficulty=1), config)
+
+
+def _two_processes(command, timeout=300):
+  """(stdout, stderr) of `command` run as two CPU processes joined by jax.distributed; asserts both succeed."""
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, script, config_file], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-                                                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i), JAX_PLATFORMS="cpu"))
+  procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
+                                     JAX_PROCESS_ID=str(i), JAX_PLATFORMS="cpu"))
            for i in range(2)]
-  outputs = [p.communicate(timeout=300) for p in procs]
+  outputs = [p.communicate(timeout=timeout) for p in procs]
   assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
-  printed = sorted(json.loads(out.splitlines()[-1])["process"] for out, _ in outputs)
-  assert printed == [0, 1] and len({len(b) for b in expected}) == 1 and len(expected[0]) == 2
-  for out, _ in outputs:
-    assert json.loads(out.splitlines()[-1])["batches"] == expected
+  return outputs
 
 
 def test_two_processes_run_the_same_command_like_one(setup, reference_run):

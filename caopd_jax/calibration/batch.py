@@ -48,10 +48,12 @@ class DistillSettings:
 
 
 class Prompts(NamedTuple):
-  """The examples kept for this step and their tokenized student prompts."""
+  """The examples kept for this step, their tokenized student prompts, the number dropped, and where each
+  kept example was in the input (kept[i]: index of examples[i] in the batch given to prepare_prompts)."""
   examples: list[Example]
   ids: list[list[int]]
   dropped_overlong: int
+  kept: list[int]
 
 
 class DistillBatch(NamedTuple):
@@ -79,8 +81,8 @@ class DistillBatch(NamedTuple):
 
 def prepare_prompts(examples: Sequence[Example], tokenizer: Tokenizer, settings: DistillSettings) -> Prompts:
   """Tokenized student prompts; examples whose student or (demo) teacher prompt is over budget are dropped."""
-  kept, ids, dropped = [], [], 0
-  for example in examples:
+  kept, ids, dropped, where = [], [], 0, []
+  for index, example in enumerate(examples):
     student = tokenizer.encode(render(tokenizer, student_messages(example, settings.prompts)))
     teacher = tokenizer.encode(render(tokenizer, teacher_messages(example, "demo", config=settings.prompts)))
     if max(len(student), len(teacher)) > settings.max_prompt_tokens:
@@ -88,7 +90,8 @@ def prepare_prompts(examples: Sequence[Example], tokenizer: Tokenizer, settings:
       continue
     kept.append(example)
     ids.append(student)
-  return Prompts(kept, ids, dropped)
+    where.append(index)
+  return Prompts(kept, ids, dropped, where)
 
 
 def _left_pad(rows: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,10 @@
     detection, `jax.distributed.initialize()` without arguments.
 One process on one host needs none of this.
 
-Data: every process reads the same examples in the same order (the data pipeline is seeded), so the
-host-side work of an iteration (prompts, verification, rewriting) is the same everywhere; `place` puts
-each device's share of such host data (a batch's rows, loaded weights) on it, and `to_host` gathers a
-sharded result back.
+Data: every process loads the same examples and reads its own share of each batch (`train/global_batch.py`);
+`allgather_arrays` exchanges the host-side results, so every process then holds the same whole batch.
+`place` puts each device's share of such host data (a batch's rows, loaded weights) on it, and `to_host`
+gathers a sharded result back.
 """
 
 import os
@@ -54,6 +54,21 @@ def place(host, shardings):
   if isinstance(shardings, jax.sharding.Sharding):
     shardings = jax.tree.map(lambda _: shardings, host)
   return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), host, shardings)
+
+
+def allgather_arrays(x: np.ndarray) -> list[np.ndarray]:
+  """Every process's `x` (a collective), in process order, bit-exact (sent as bytes, so float64 and int64
+  survive without x64 mode). The arrays may differ in shape, not in ndim (>= 1) or dtype. One process: [x]."""
+  if jax.process_count() == 1:
+    return [x]
+  from jax.experimental import multihost_utils
+  raw = np.ascontiguousarray(x).view(np.uint8)        # [..., last * itemsize]
+  shapes = np.asarray(multihost_utils.process_allgather(np.array(raw.shape, np.int32)))
+  padded = np.zeros(shapes.max(axis=0), np.uint8)
+  padded[tuple(slice(0, n) for n in raw.shape)] = raw
+  stacked = np.asarray(multihost_utils.process_allgather(padded))
+  return [np.ascontiguousarray(part[tuple(slice(0, n) for n in shape)]).view(x.dtype)
+          for part, shape in zip(stacked, shapes)]
 
 
 def to_host(x: jax.Array) -> np.ndarray:

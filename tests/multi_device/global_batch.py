@@ -1,0 +1,65 @@
+"""Joins the shares of a batch that each process reads (train/global_batch.py) and prints, as JSON, the fields
+that differ from build_batch on the whole batch in one process (run by tests/test_train_loop.py in two
+processes joined by jax.distributed). Cases: demo and correct-solution teachers, some prompts over
+max_prompt_tokens, and every prompt of process 1 over it (process 1 then contributes nothing)."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+
+from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
+from caopd_jax.data.arithmetic import arithmetic_task
+from caopd_jax.rollout import Rollouts
+from caopd_jax.sharding.distributed import initialize
+from caopd_jax.tokenizers.characters import character_tokenizer
+from caopd_jax.train.global_batch import build_local_batch, gather_batch, gather_prompts
+
+K, C, WIDTH = 4, 48, 40
+
+initialize()
+tokenizer = character_tokenizer()
+pad = tokenizer.pad_id
+
+
+def rollouts_for(examples) -> Rollouts:
+  """K completions per example: right or wrong answers, stated confidences, one with no confidence line."""
+  tokens = np.zeros((len(examples), K, WIDTH), np.int32)
+  lengths = np.zeros((len(examples), K), np.int32)
+  for i, example in enumerate(examples):
+    for k in range(K):
+      answer = example.answer if (i + k) % 3 and i % 4 != 1 else example.answer + 1  # prompts 1, 5, 9: none right
+      text = f"<answer>{answer}</answer>" + (f"\nConfidence: 0.{(i + 2 * k) % 10}" if k != 3 else "")
+      ids = tokenizer.encode(text)[:WIDTH - 1] + [tokenizer.eos_id]
+      tokens[i, k, :len(ids)], lengths[i, k] = ids, len(ids)
+  mask = np.arange(WIDTH) < lengths[..., None]
+  logprobs = np.where(mask, -0.25, 0.0).astype(np.float32)
+  return Rollouts(tokens, mask, lengths, np.ones(lengths.shape, bool), logprobs, logprobs * 2)
+
+
+def differences(a, b) -> list[str]:
+  bad = [f for f in a._fields if f not in ("stats", "counts") and not np.array_equal(getattr(a, f), getattr(b, f))]
+  bad += [f"stats.{name}" for name in a.stats if name != "target"
+          and not np.array_equal(a.stats[name], b.stats[name], equal_nan=True)]
+  bad += ["stats.target"] if list(a.stats["target"]) != list(b.stats["target"]) else []
+  return bad + (["counts"] if a.counts != b.counts else [])
+
+
+examples = arithmetic_task(10, seed=3, difficulty=1)
+long = lambda e: dataclasses.replace(e, question=e.question + " Think." * 40)  # noqa: E731
+cases = {"demo": (examples, "demo"), "correct_solution": (examples, "correct_solution"),
+         "some_overlong": ([long(e) if i in (2, 3, 6) else e for i, e in enumerate(examples)], "demo"),
+         "process1_all_overlong": ([long(e) if i % 2 else e for i, e in enumerate(examples)], "correct_solution")}
+report = {}
+for name, (batch_examples, mode) in cases.items():
+  settings = DistillSettings(teacher_mode=mode, max_prompt_tokens=600, max_completion_tokens=C)
+  whole = prepare_prompts(batch_examples, tokenizer, settings)
+  rollouts = rollouts_for(whole.examples)
+  expected = build_batch(whole, rollouts, tokenizer, settings)
+  local = prepare_prompts(batch_examples[jax.process_index()::jax.process_count()], tokenizer, settings)
+  shared = gather_prompts(local)
+  joined = gather_batch(build_local_batch(local, shared, rollouts, tokenizer, settings), shared, K, C, pad)
+  report[name] = {"same_prompts": shared.ids == whole.ids, "differences": differences(joined, expected),
+                  "kept": len(whole.ids), "kept_here": len(local.ids), "counts": expected.counts}
+print(json.dumps({"process": jax.process_index(), "cases": report}))

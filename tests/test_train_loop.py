@@ -267,19 +267,33 @@ def test_two_processes_join_their_shares_into_the_one_process_batch():
       assert case["same_prompts"] and case["differences"] == [], case
     assert cases["some_overlong"]["counts"]["dropped_overlong"] == 3
     assert cases["correct_solution"]["counts"]["no_correct_fallback"] == 3
+    expected_failure = "no_such_verifier" if report["process"] == 1 else "process 1 failed while verifying"
+    assert report["failure"] is not None and expected_failure in report["failure"], report["failure"]
   kept_by_process1 = [r["cases"]["process1_all_overlong"]["kept_here"] for r in reports if r["process"] == 1]
   assert kept_by_process1 == [0]
 
 
-def test_a_batch_that_does_not_split_evenly_over_the_processes_is_a_clear_error(monkeypatch):
+def test_more_processes_than_prompts_leave_some_shares_empty(monkeypatch):
+  """3 processes, 2 prompts per batch: processes 0 and 1 read one prompt each, process 2 none; every process's
+  iterator is at the same position, so process 0's checkpointed state resumes any of them."""
   from caopd_jax.data.arithmetic import arithmetic_task
   from caopd_jax.train.config import default_config
   from caopd_jax.train.loop import training_batches
   config = default_config()
-  config.rollout.prompts_per_step = 4
+  config.rollout.prompts_per_step, config.data.num_epochs = 2, 1
+  examples = arithmetic_task(8, seed=0, difficulty=1)
+  whole = [[e.id for e in batch] for batch in training_batches(examples, config)]
   monkeypatch.setattr(jax, "process_count", lambda: 3)
-  with pytest.raises(CaopdError, match=r"rollout.prompts_per_step=4 must be a multiple of the process count \(3\)"):
-    training_batches(arithmetic_task(8, seed=0, difficulty=1), config)
+  shares, states = [], []
+  for index in range(3):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    batches = training_batches(examples, config)
+    shares.append([[e.id for e in next(batches)] for _ in range(2)])
+    states.append(batches.get_state())
+  assert len(whole) == 4 and all(len(batch) == 2 for batch in whole)
+  for j in range(2):
+    assert [shares[0][j], shares[1][j], shares[2][j]] == [whole[j][:1], whole[j][1:], []]
+  assert states[0] == states[1] == states[2]
 
 
 def _two_processes(command, timeout=300):

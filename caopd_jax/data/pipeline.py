@@ -46,11 +46,16 @@ def example_batches(examples: Sequence[Example], batch_size: int, seed: int, num
 
 
 def batch_iterator(examples: Sequence[Example], batch_size: int, seed: int, num_epochs: int | None = 1,
-                   shard: grain.sharding.ShardOptions | None = None) -> grain.DatasetIterator:
+                   shard: grain.sharding.ShardOptions | None = None,
+                   share: tuple[int, int] | None = None) -> grain.DatasetIterator:
   """An iterator over `example_batches(...)` with get_state() / set_state() for checkpoints.
 
-  Reads in the calling thread (the Examples are already in memory, so threads would only
-  contend for the GIL).
+  share=(i, n) keeps items i, i + n, i + 2n, ... of each batch (process i of n reading its share of
+  whole batches; some shares are empty when n > batch_size). Reads in the calling thread (the
+  Examples are already in memory, so threads would only contend for the GIL).
   """
   ds = example_batches(examples, batch_size, seed, num_epochs, shard)
+  if share is not None:
+    index, count = share
+    ds = ds.map(lambda batch: batch[index::count])
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))

@@ -8,12 +8,13 @@
 One process on one host needs none of this.
 
 Data: every process loads the same examples and reads its own share of each batch (`train/global_batch.py`);
-`allgather_arrays` exchanges the host-side results, so every process then holds the same whole batch.
+`allgather_objects` exchanges the host-side results, so every process then holds the same whole batch.
 `place` puts each device's share of such host data (a batch's rows, loaded weights) on it, and `to_host`
 gathers a sharded result back.
 """
 
 import os
+import pickle
 
 import jax
 import numpy as np
@@ -56,19 +57,19 @@ def place(host, shardings):
   return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]), host, shardings)
 
 
-def allgather_arrays(x: np.ndarray) -> list[np.ndarray]:
-  """Every process's `x` (a collective), in process order, bit-exact (sent as bytes, so float64 and int64
-  survive without x64 mode). The arrays may differ in shape, not in ndim (>= 1) or dtype. One process: [x]."""
+def allgather_objects(obj) -> list:
+  """Every process's `obj` (a collective), in process order, pickled: exact for NumPy arrays of any dtype and
+  shape. Two collectives; the payload is padded to a power of two so that the gather compiles a bounded number
+  of programs over a run. One process: [obj], nothing pickled."""
   if jax.process_count() == 1:
-    return [x]
+    return [obj]
   from jax.experimental import multihost_utils
-  raw = np.ascontiguousarray(x).view(np.uint8)        # [..., last * itemsize]
-  shapes = np.asarray(multihost_utils.process_allgather(np.array(raw.shape, np.int32)))
-  padded = np.zeros(shapes.max(axis=0), np.uint8)
-  padded[tuple(slice(0, n) for n in raw.shape)] = raw
+  payload = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([payload.size], np.int32)))[:, 0]
+  padded = np.zeros(1 << max(10, int(sizes.max() - 1).bit_length()), np.uint8)
+  padded[:payload.size] = payload
   stacked = np.asarray(multihost_utils.process_allgather(padded))
-  return [np.ascontiguousarray(part[tuple(slice(0, n) for n in shape)]).view(x.dtype)
-          for part, shape in zip(stacked, shapes)]
+  return [pickle.loads(part[:size].tobytes()) for part, size in zip(stacked, sizes)]
 
 
 def to_host(x: jax.Array) -> np.ndarray:

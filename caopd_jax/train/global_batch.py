@@ -1,18 +1,18 @@
 """One iteration's batch when every process reads its own share of the prompts.
 
-grain deals the shuffled example stream round-robin to the n processes (`data/pipeline.py`), so batch j of
-process i holds items i, i + n, i + 2n, ... of the one-process batch j. Each process tokenizes its prompts,
-and later verifies and rewrites the rollouts of its own prompts (the host work: verifiers, rewriting,
-teacher prompts). The processes exchange the results, so every process ends up with the one-process
-batch, rows in stream order: the sampler and the jitted step see the same global inputs as in one
-process, and a run's batches do not depend on the process count.
+Process i of n keeps items i, i + n, i + 2n, ... of each prompt batch (`train.loop.training_batches`). It
+tokenizes those prompts, and later verifies and rewrites their rollouts (the host work: verifiers,
+rewriting, teacher prompts). The processes exchange the results, so every process ends up with the
+one-process batch, rows in stream order: the sampler and the jitted step see the same global inputs as in
+one process, and a run's batches do not depend on the process count.
 
-    local = prepare_prompts(next(data), tokenizer, distill)        # this process's share
-    shared = gather_prompts(local)                                  # every kept prompt, stream order
-    rollouts = rollout.sample(config, params, shared.ids, ...)      # the same inputs on every process
-    batch = gather_batch(build_local_batch(local, shared, rollouts, tokenizer, distill), shared, ...)
+    prompts, shared = share_prompts(next(data), tokenizer, distill)   # this process's; everyone's, in order
+    rollouts = rollout.sample(config, params, shared.ids, ...)         # the same inputs on every process
+    batch = share_batch(prompts, shared, rollouts, tokenizer, distill, pad_id)
 
-With one process nothing is exchanged and the results are the one-process ones.
+Both calls are collectives. An error on one process (a verifier failing on a malformed answer, say)
+is raised on every process, naming the process, instead of leaving the others waiting. With one
+process nothing is exchanged and the results are the one-process ones.
 """
 
 from typing import NamedTuple
@@ -20,14 +20,14 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from caopd_jax.calibration.batch import DistillBatch, Prompts, build_batch
-from caopd_jax.calibration.confidence import format_fraction
-from caopd_jax.sharding.distributed import allgather_arrays
+from caopd_jax.calibration.batch import DistillBatch, Prompts, build_batch, prepare_prompts
+from caopd_jax.errors import CaopdError
+from caopd_jax.sharding.distributed import allgather_objects
 
 _LEFT_PADDED = ("student_tokens", "student_mask", "teacher_tokens", "teacher_mask")   # [R, P + C], P varies
 _ROWS = ("completion", "loss_mask", "confidence_mask", "sampled_logprobs", "edited")   # [R, ...]
 _PER_PROMPT = ("accuracy", "mean_confidence", "format_adherence")                       # stats, float [P]
-_COUNTS = ("dropped_overlong", "no_correct_fallback", "skipped_no_correct", "truncated_body")
+# (stats["target"] is a list of P strings, joined the same way)
 
 
 class SharedPrompts(NamedTuple):
@@ -38,40 +38,37 @@ class SharedPrompts(NamedTuple):
   dropped_overlong: int
 
 
-def gather_prompts(local: Prompts) -> SharedPrompts:
-  """All processes' kept prompts (a collective: every process calls it once per iteration)."""
-  lengths = np.array([len(ids) for ids in local.ids], np.int64)
-  packed = np.zeros((len(local.ids), int(lengths.max(initial=0))), np.int32)
-  for row, ids in zip(packed, local.ids):
-    row[:len(ids)] = ids
-  positions = jax.process_index() + jax.process_count() * np.asarray(local.kept, np.int64)  # in the global batch
-  parts = zip(allgather_arrays(packed), allgather_arrays(lengths), allgather_arrays(positions))
-  ids, owner, where = [], [], []
-  for process, (tokens, lens, position) in enumerate(parts):
-    ids += [row[:n].tolist() for row, n in zip(tokens, lens)]
-    owner += [process] * len(lens)
-    where.append(position)
-  dropped = int(np.sum(allgather_arrays(np.array([local.dropped_overlong]))))
-  order = np.argsort(np.concatenate(where), kind="stable")
-  return SharedPrompts([ids[i] for i in order], np.asarray(owner, np.int64)[order], dropped)
+def _everyone(what: str, fn, *args) -> list:
+  """Every process's fn(*args), in process order; if it raised anywhere, raises on every process."""
+  try:
+    result, error = fn(*args), None
+  except Exception as e:  # noqa: BLE001 (re-raised below, after the other processes have heard of it)
+    result, error = None, e
+  parts = allgather_objects((result, None if error is None else f"{type(error).__name__}: {error}"))
+  if error is not None:
+    raise error
+  for process, (_, message) in enumerate(parts):
+    if message is not None:
+      raise CaopdError(f"process {process} failed while {what}: {message}")
+  return [part for part, _ in parts]
 
 
-def build_local_batch(local: Prompts, shared: SharedPrompts, rollouts, tokenizer, settings) -> DistillBatch | None:
-  """build_batch on this process's prompts and their rows of the global `rollouts`; None if it kept none."""
-  if not local.ids:
-    return None
-  mine = np.flatnonzero(shared.owner == jax.process_index())
-  return build_batch(local, type(rollouts)(*(field[mine] for field in rollouts)), tokenizer, settings)
+def share_prompts(examples: list, tokenizer, settings) -> tuple[Prompts, SharedPrompts]:
+  """prepare_prompts on this process's share of a batch, and every process's kept prompts in stream order."""
+  def prepare():
+    prompts = prepare_prompts(examples, tokenizer, settings)
+    return prompts, jax.process_index() + jax.process_count() * np.asarray(prompts.kept, np.int64)
 
-
-def _empty_batch(k: int, c: int) -> DistillBatch:
-  """A process's contribution when it kept no prompt: zero rows of every field."""
-  rows = {name: np.zeros((0, c), np.float32) for name in _LEFT_PADDED + _ROWS}
-  rows.update(student_tokens=np.zeros((0, c), np.int32), teacher_tokens=np.zeros((0, c), np.int32),
-              student_mask=np.zeros((0, c), bool), teacher_mask=np.zeros((0, c), bool),
-              completion=np.zeros((0, c), np.int32), edited=np.zeros((0,), bool))
-  return DistillBatch(**rows, correct=np.zeros((0, k), bool), stats={name: np.zeros(0) for name in _PER_PROMPT},
-                      counts=dict.fromkeys(_COUNTS, 0))
+  parts = _everyone("preparing its prompts", prepare)
+  ids, owner, positions = [], [], []
+  for process, (prompts, where) in enumerate(parts):
+    ids += prompts.ids
+    owner += [process] * len(prompts.ids)
+    positions.append(where)
+  order = np.argsort(np.concatenate(positions), kind="stable")
+  dropped = sum(prompts.dropped_overlong for prompts, _ in parts)
+  shared = SharedPrompts([ids[i] for i in order], np.asarray(owner, np.int64)[order], dropped)
+  return parts[jax.process_index()][0], shared
 
 
 def _left_pad(x: np.ndarray, width: int, value) -> np.ndarray:
@@ -80,30 +77,35 @@ def _left_pad(x: np.ndarray, width: int, value) -> np.ndarray:
   return out
 
 
-def gather_batch(local: DistillBatch | None, shared: SharedPrompts, num_samples: int, completion_length: int,
-                 pad_id: int) -> DistillBatch:
-  """The one-process DistillBatch of `shared`, from every process's `build_local_batch` (a collective).
+def share_batch(prompts: Prompts, shared: SharedPrompts, rollouts, tokenizer, settings, pad_id: int) -> DistillBatch:
+  """build_batch on this process's `prompts` and their rows of the global `rollouts`, joined with every other
+  process's into the one-process DistillBatch of `shared`: student and teacher sides left-padded (`pad_id`,
+  mask False) to the widest, rows and per-prompt arrays in stream order, counts summed."""
+  def build():
+    if not prompts.ids:
+      return None
+    mine = np.flatnonzero(shared.owner == jax.process_index())
+    return build_batch(prompts, type(rollouts)(*(field[mine] for field in rollouts)), tokenizer, settings)
 
-  Student and teacher sides are left-padded (`pad_id`, mask False) to the widest process's width, rows and
-  per-prompt arrays put in stream order, counts summed."""
-  if jax.process_count() == 1:
-    return local
-  local = local or _empty_batch(num_samples, completion_length)
+  parts = _everyone("verifying and rewriting its rollouts", build)
+  if len(parts) == 1:
+    return parts[0]
+  k = rollouts.tokens.shape[1]
+  batches = [b for b in parts if b is not None]
   to_stream = np.argsort(np.argsort(shared.owner, kind="stable"), kind="stable")  # process-major -> stream
-  rows = (to_stream[:, None] * num_samples + np.arange(num_samples)).reshape(-1)
+  rows = (to_stream[:, None] * k + np.arange(k)).reshape(-1)
 
-  def joined(value, order):
-    return np.concatenate(allgather_arrays(np.asarray(value)))[order]
+  def joined(get, order):
+    return np.concatenate([get(b) for b in batches])[order]
 
   fields = {}
   for name in _LEFT_PADDED:
-    parts = allgather_arrays(getattr(local, name))
-    width = max(part.shape[1] for part in parts)
+    width = max(getattr(b, name).shape[1] for b in batches)
     value = pad_id if name.endswith("tokens") else False
-    fields[name] = np.concatenate([_left_pad(part, width, value) for part in parts])[rows]
-  fields.update({name: joined(getattr(local, name), rows) for name in _ROWS})
-  stats = {name: joined(local.stats[name], to_stream) for name in _PER_PROMPT}
-  stats["target"] = [format_fraction(int(round(a * num_samples)), num_samples) for a in stats["accuracy"]]
-  counts = np.sum(allgather_arrays(np.array([local.counts[name] for name in _COUNTS], np.int64)), axis=0)
-  return DistillBatch(**fields, correct=joined(local.correct, to_stream), stats=stats,
-                      counts={**dict(zip(_COUNTS, map(int, counts))), "dropped_overlong": shared.dropped_overlong})
+    fields[name] = joined(lambda b: _left_pad(getattr(b, name), width, value), rows)  # noqa: B023
+  fields.update({name: joined(lambda b: getattr(b, name), rows) for name in _ROWS})  # noqa: B023
+  stats = {name: joined(lambda b: np.asarray(b.stats[name]), to_stream) for name in _PER_PROMPT}  # noqa: B023
+  stats["target"] = joined(lambda b: np.asarray(b.stats["target"]), to_stream).tolist()
+  counts = {name: sum(b.counts[name] for b in batches) for name in batches[0].counts}
+  counts["dropped_overlong"] = shared.dropped_overlong
+  return DistillBatch(**fields, correct=joined(lambda b: b.correct, to_stream), stats=stats, counts=counts)

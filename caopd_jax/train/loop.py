@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from caopd_jax import models, rollout
-from caopd_jax.calibration.batch import DistillSettings, prepare_prompts
+from caopd_jax.calibration.batch import DistillSettings
 from caopd_jax.calibration.rewrite import confidence_line_ids
 from caopd_jax.data.pipeline import batch_iterator
 from caopd_jax.data.prompts import PromptConfig
@@ -30,7 +30,7 @@ from caopd_jax.sharding.rules import Layout
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train.checkpoint import RunCheckpoints, check_resumable
 from caopd_jax.train.config import rules_from_config, validate
-from caopd_jax.train.global_batch import build_local_batch, gather_batch, gather_prompts
+from caopd_jax.train.global_batch import share_batch, share_prompts
 from caopd_jax.train.logger import RunLogger
 from caopd_jax.train.loss import LossBatch, LossSettings
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
@@ -52,14 +52,11 @@ def distill_and_loss_settings(config) -> tuple[DistillSettings, LossSettings]:
 
 
 def training_batches(examples, config):
-  """This process's share of the steps' prompt batches: grain deals the shuffled stream round-robin to the
-  processes, prompts_per_step / process_count each; `global_batch` joins the shares into the one-process batch."""
-  share, rest = divmod(config.rollout.prompts_per_step, jax.process_count())
-  if rest:
-    raise CaopdError(f"rollout.prompts_per_step={config.rollout.prompts_per_step} must be a multiple of the "
-                     f"process count ({jax.process_count()}): each process reads an equal share of every batch")
-  return batch_iterator(examples, share, config.seed, config.data.num_epochs or None,
-                        shard=grain.sharding.ShardByJaxProcess())
+  """This process's share of each prompt batch: every process iterates the same seeded stream of whole
+  batches and keeps items i, i + n, ... of each (process i of n; a share may be empty), so the iterator
+  state is the same everywhere; `global_batch` joins the shares into the one-process batch."""
+  return batch_iterator(examples, config.rollout.prompts_per_step, config.seed, config.data.num_epochs or None,
+                        shard=grain.sharding.NoSharding(), share=(jax.process_index(), jax.process_count()))
 
 
 def _pad_rows(batch, rows: int, pad_id: int) -> LossBatch:
@@ -170,8 +167,7 @@ def train(config) -> str:
             logger.message(f"the data ran out after {config.data.num_epochs} epoch(s) at step {step}")
             break
           started = time.perf_counter()
-          prompts = prepare_prompts(example_batch, tokenizer, distill)   # this process's share
-          shared = gather_prompts(prompts)
+          prompts, shared = share_prompts(example_batch, tokenizer, distill)   # this process's, everyone's
           if not shared.ids:
             logger.message(f"step {step}: every prompt of this batch is over distill.max_prompt_tokens; skipped")
             continue
@@ -180,8 +176,7 @@ def train(config) -> str:
               num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
               temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
               stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout)
-          batch = gather_batch(build_local_batch(prompts, shared, rollouts, tokenizer, distill), shared,
-                               config.rollout.num_samples, config.distill.max_completion_tokens, pad_id)
+          batch = share_batch(prompts, shared, rollouts, tokenizer, distill, pad_id)
           rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
           arrays = _pad_rows(batch, rows, pad_id)
           for start in range(0, rows, config.train.batch_size):

@@ -1,7 +1,8 @@
 """Joins the shares of a batch that each process reads (train/global_batch.py) and prints, as JSON, the fields
 that differ from build_batch on the whole batch in one process (run by tests/test_train_loop.py in two
 processes joined by jax.distributed). Cases: demo and correct-solution teachers, some prompts over
-max_prompt_tokens, and every prompt of process 1 over it (process 1 then contributes nothing)."""
+max_prompt_tokens, and every prompt of process 1 over it (process 1 then contributes nothing). Last, process
+1's examples name an unknown verifier: the error it raises must reach process 0 too, not leave it waiting."""
 
 import dataclasses
 import json
@@ -14,7 +15,7 @@ from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.rollout import Rollouts
 from caopd_jax.sharding.distributed import initialize
 from caopd_jax.tokenizers.characters import character_tokenizer
-from caopd_jax.train.global_batch import build_local_batch, gather_batch, gather_prompts
+from caopd_jax.train.global_batch import share_batch, share_prompts
 
 K, C, WIDTH = 4, 48, 40
 
@@ -57,9 +58,19 @@ for name, (batch_examples, mode) in cases.items():
   whole = prepare_prompts(batch_examples, tokenizer, settings)
   rollouts = rollouts_for(whole.examples)
   expected = build_batch(whole, rollouts, tokenizer, settings)
-  local = prepare_prompts(batch_examples[jax.process_index()::jax.process_count()], tokenizer, settings)
-  shared = gather_prompts(local)
-  joined = gather_batch(build_local_batch(local, shared, rollouts, tokenizer, settings), shared, K, C, pad)
+  local, shared = share_prompts(batch_examples[jax.process_index()::jax.process_count()], tokenizer, settings)
+  joined = share_batch(local, shared, rollouts, tokenizer, settings, pad)
   report[name] = {"same_prompts": shared.ids == whole.ids, "differences": differences(joined, expected),
                   "kept": len(whole.ids), "kept_here": len(local.ids), "counts": expected.counts}
-print(json.dumps({"process": jax.process_index(), "cases": report}))
+
+settings = DistillSettings(max_prompt_tokens=600, max_completion_tokens=C)
+mine = examples[jax.process_index()::jax.process_count()]
+if jax.process_index() == 1:
+  mine = [dataclasses.replace(e, verifier="no_such_verifier") for e in mine]
+local, shared = share_prompts(mine, tokenizer, settings)
+try:
+  share_batch(local, shared, rollouts_for(examples), tokenizer, settings, pad)
+  failure = None
+except Exception as error:  # noqa: BLE001
+  failure = f"{type(error).__name__}: {error}"
+print(json.dumps({"process": jax.process_index(), "cases": report, "failure": failure}))

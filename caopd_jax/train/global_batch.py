@@ -26,8 +26,6 @@ from caopd_jax.sharding.distributed import allgather_objects
 
 _LEFT_PADDED = ("student_tokens", "student_mask", "teacher_tokens", "teacher_mask")   # [R, P + C], P varies
 _ROWS = ("completion", "loss_mask", "confidence_mask", "sampled_logprobs", "edited")   # [R, ...]
-_PER_PROMPT = ("accuracy", "mean_confidence", "format_adherence")                       # stats, float [P]
-# (stats["target"] is a list of P strings, joined the same way)
 
 
 class SharedPrompts(NamedTuple):
@@ -104,8 +102,8 @@ def share_batch(prompts: Prompts, shared: SharedPrompts, rollouts, tokenizer, se
     value = pad_id if name.endswith("tokens") else False
     fields[name] = joined(lambda b: _left_pad(getattr(b, name), width, value), rows)  # noqa: B023
   fields.update({name: joined(lambda b: getattr(b, name), rows) for name in _ROWS})  # noqa: B023
-  stats = {name: joined(lambda b: np.asarray(b.stats[name]), to_stream) for name in _PER_PROMPT}  # noqa: B023
-  stats["target"] = joined(lambda b: np.asarray(b.stats["target"]), to_stream).tolist()
+  stats = {name: joined(lambda b: np.asarray(b.stats[name]), to_stream) for name in batches[0].stats}  # noqa: B023
+  stats["target"] = stats["target"].tolist()   # build_batch's type: a list of P strings
   counts = {name: sum(b.counts[name] for b in batches) for name in batches[0].counts}
   counts["dropped_overlong"] = shared.dropped_overlong
   return DistillBatch(**fields, correct=joined(lambda b: b.correct, to_stream), stats=stats, counts=counts)

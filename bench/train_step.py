@@ -1,5 +1,6 @@
 """Training-step throughput of the CaOPD trainer on random weights, in the shape of the PyTorch baseline
-(`../shared/bench/torch_reference.py`): full-vocabulary forward KL on completion positions, a teacher
+(`../shared/bench/torch_reference.py`): full-vocabulary forward KL on completion positions (`--divergence`
+picks another, e.g. the default sampled_token estimator: every token taken as sampled, no support cut), a teacher
 forward without gradient, AdamW, bf16 weights.
 
     python bench/train_step.py --model qwen3-0.6b --token_stats pallas --json out.json
@@ -26,7 +27,7 @@ from trace_summary import summarize, table
 from caopd_jax.sharding.distributed import place
 from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
-from caopd_jax.train.config import TOKEN_STATS
+from caopd_jax.train.config import DIVERGENCES, TOKEN_STATS
 from caopd_jax.train.loss import LossBatch, LossSettings
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
 from caopd_jax.train.step import make_train_step, sharded_init_state
@@ -41,13 +42,15 @@ def random_batch(vocab, batch, prompt, teacher_prompt, completion, seed=0) -> Lo
   ones = lambda shape, dtype=np.float32: np.ones(shape, dtype)  # noqa: E731
   return LossBatch(student.astype(np.int32), ones(student.shape, np.int32), teacher.astype(np.int32),
                    ones(teacher.shape, np.int32), completion_ids.astype(np.int32), ones(completion_ids.shape),
-                   np.zeros(completion_ids.shape, np.float32))
+                   np.zeros(completion_ids.shape, np.float32), ones(completion_ids.shape, bool),
+                   np.zeros(completion_ids.shape, np.float32), np.full(completion_ids.shape, -np.inf, np.float32))
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", default="qwen3-0.6b", choices=sorted(models.PRESETS))
   p.add_argument("--token_stats", default="pallas", choices=TOKEN_STATS)
+  p.add_argument("--divergence", default="forward_kl", choices=DIVERGENCES)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--micro_batches", type=int, default=1)
   p.add_argument("--remat", default="none", choices=["none", "layers", "dots"], help="as config train.remat")
@@ -68,7 +71,7 @@ def main():
   optimizer = make_optimizer(2e-5, 1000)
   state, shardings = sharded_init_state(layout, config, student, optimizer, jnp.bfloat16)
   del student
-  settings = LossSettings(divergence="forward_kl", skip_first=0, token_stats=args.token_stats, remat=args.remat)
+  settings = LossSettings(divergence=args.divergence, skip_first=0, token_stats=args.token_stats, remat=args.remat)
   step = make_train_step(config, settings, optimizer, learning_rate_schedule(2e-5, 1000), 0.01, args.micro_batches,
                          layout, shardings)
   batch = place(random_batch(config.vocab_size, args.batch, args.prompt, args.teacher_prompt, args.completion),
@@ -87,7 +90,8 @@ def main():
   teacher_tokens = args.batch * (args.teacher_prompt + args.completion)
   devices = layout.mesh.devices.size
   peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in layout.mesh.devices.flat)
-  out = {"model": args.model, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats, "remat": args.remat,
+  out = {"model": args.model, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats,
+         "divergence": args.divergence, "remat": args.remat,
          "batch": args.batch, "micro_batches": args.micro_batches, "prompt": args.prompt,
          "teacher_prompt": args.teacher_prompt, "completion": args.completion, "step_s": round(step_s, 4),
          "first_step_s": round(compile_s, 1), "student_tokens_per_s": round(student_tokens / step_s),

@@ -44,12 +44,12 @@ def reliability_diagram(runs: dict[str, dict], path: str) -> None:
   for column, (name, summary) in enumerate(runs.items()):
     top, bottom = axes[0, column], axes[1, column]
     bins = summary["bin_stats"]
-    width = 0.9 * (bins[0]["upper"] - bins[0]["lower"])
+    width = 0.9 * (bins[0]["high"] - bins[0]["low"])
     full = [b for b in bins if b["count"]]
-    centers = [(b["lower"] + b["upper"]) / 2 for b in full]
+    centers = [(b["low"] + b["high"]) / 2 for b in full]
     accuracy = [b["accuracy"] for b in full]
     bars = top.bar(centers, accuracy, width=width, color="tab:blue", edgecolor="black", label="accuracy")
-    top.bar(centers, [b["mean_confidence"] - a for b, a in zip(full, accuracy)], bottom=accuracy, width=width,
+    top.bar(centers, [b["mean_conf"] - a for b, a in zip(full, accuracy)], bottom=accuracy, width=width,
             fill=False, hatch="//", edgecolor="tab:red", label="gap to mean confidence")
     top.bar_label(bars, labels=[str(b["count"]) for b in full], fontsize=7)
     top.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
@@ -57,8 +57,8 @@ def reliability_diagram(runs: dict[str, dict], path: str) -> None:
       top.text(0.5, 0.5, "no examples", ha="center", va="center", color="gray")
     top.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="stated confidence", ylabel="accuracy",
             title=f"{name}\nECE {_number(summary['ece'])}, accuracy {_number(summary['accuracy'])}, "
-                  f"n {summary['n_samples']}")
-    bottom.bar([(b["lower"] + b["upper"]) / 2 for b in bins], [b["count"] for b in bins], width=width, color="gray")
+                  f"n {sum(b['count'] for b in bins)}")
+    bottom.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["count"] for b in bins], width=width, color="gray")
     bottom.set(xlim=(0, 1), ylim=(0, 1.1 * max(1, max(b["count"] for b in bins))), xlabel="stated confidence",
                ylabel="examples")
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True))

@@ -3,12 +3,14 @@
     python -m caopd_jax.train --config=configs/qwen25_7b_science.py --config.model.path=/path/to/Qwen2.5-7B-Instruct
 
 model.path: a Hugging Face folder (or GGUF / caopd-jax checkpoint) of Qwen2.5-7B-Instruct; the training split is
-read from $CAOPD_DATA_DIR/science_train (a save_to_disk folder). Set --config.distill.teacher_mode=correct_solution
-for the SDPO-style teacher, --config.distill.calibrate=False for the plain OPD baseline.
+read from the data root (data.data_dir, else $CAOPD_DATA_DIR, else ./data): science_train/ or the
+reference's science_data/train_data/, a save_to_disk folder as it ships. One epoch (train.steps=-1).
+Set --config.distill.teacher_mode=correct_solution for the SDPO-style teacher, --config.distill.calibrate=False
+for the plain OPD baseline.
 """
 
 from caopd_jax.train.config import paper_config
 
 
 def get_config():
-  return paper_config("/models/Qwen2.5-7B-Instruct", "science", steps=500)
+  return paper_config("/models/Qwen2.5-7B-Instruct", "science")

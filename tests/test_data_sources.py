@@ -4,28 +4,14 @@ import json
 import os
 import re
 
-import pyarrow as pa
 import pytest
 
+import paper_fixtures
 from caopd_jax.calibration.verifiers import get_verifier
-from caopd_jax.data import arithmetic, sources
+from caopd_jax.data import arithmetic, prompts, sources
 from caopd_jax.data.example import Example
 from caopd_jax.errors import CaopdError, InputNotFoundError
-
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-
-
-def write_save_to_disk(folder, rows, state=True):
-  """A save_to_disk-style folder holding `rows` in one Arrow IPC stream file; returns (folder, file)."""
-  os.makedirs(folder)
-  path = os.path.join(folder, "data-00000-of-00001.arrow")
-  table = pa.Table.from_pylist(rows)
-  with pa.ipc.new_stream(path, table.schema) as writer:
-    writer.write_table(table)
-  if state:
-    with open(os.path.join(folder, "state.json"), "w") as f:
-      json.dump({"_data_files": [{"filename": os.path.basename(path)}]}, f)
-  return str(folder), path
+from paper_fixtures import write_save_to_disk
 
 
 def science_row(answer="B", **extra):
@@ -47,8 +33,8 @@ def write_jsonl(path, lines: list[bytes | str]):
 
 # --- the paper's eval sets
 
-def test_science_eval_every_row_loads():
-  examples = sources.load_examples("science", data_dir=DATA)
+def test_science_eval_every_row_loads(paper_data):
+  examples = sources.load_examples("science", data_dir=paper_data)
   assert len(examples) == 507 and len({e.id for e in examples}) == 507
   for e in examples:
     assert e.verifier == "mcq" and e.task == "science" and e.answer in "ABCD" and e.demonstration is None
@@ -60,8 +46,8 @@ def test_science_eval_every_row_loads():
     assert not get_verifier("mcq")(f"<answer>{wrong}</answer>\nConfidence: 1.00", e.answer)
 
 
-def test_tooluse_eval_every_row_loads():
-  examples = sources.read_save_to_disk(os.path.join(DATA, "tooluse_eval"))  # schema "auto"
+def test_tooluse_eval_every_row_loads(paper_data):
+  examples = sources.read_save_to_disk(sources.dataset_folder("tooluse", "eval", paper_data))  # schema "auto"
   assert len(examples) == 97
   for e in examples:
     assert e.verifier == "tooluse" and e.system is None and e.messages is None and e.demonstration is None
@@ -84,11 +70,85 @@ def test_data_dir_from_environment(tmp_path, monkeypatch):
 
 
 def test_train_rows_carry_demonstrations(tmp_path):
-  folder, _ = write_save_to_disk(tmp_path / "t", [tooluse_row(golden_response=["Thought: t", "Action: get",
-                                                                               "Action Input: {}\nConfidence: 0.9"])],
-                                 state=False)
-  [e] = sources.load_examples(folder)
+  write_save_to_disk(tmp_path / "t", [tooluse_row(golden_response=["Thought: t", "Action: get",
+                                                                    "Action Input: {}\nConfidence: 0.9"])], state=False)
+  [e] = sources.load_examples(str(tmp_path / "t"))
   assert e.demonstration == "Thought: t\nAction: get\nAction Input: {}\nConfidence: 0.9"
+
+
+# --- the reference's training sets (rows of ours, in its exact schemas: paper_fixtures)
+
+def test_science_train_schema(tmp_path):
+  """Prompt from `messages`, demonstration from `output_text`, gold letter from its LAST answer tag."""
+  paper_fixtures.write_science_train(tmp_path / "science_train")
+  examples = sources.load_examples("science", "train", data_dir=str(tmp_path))
+  assert examples == sources.read_save_to_disk(str(tmp_path / "science_train"))  # "auto" detects it too
+  assert [e.answer for e in examples] == ["B", "C", "D"]  # row 1 quotes "<answer>B</answer>" in its reasoning
+  for e, row in zip(examples, paper_fixtures.SCIENCE_TRAIN_ROWS):
+    assert (e.verifier, e.task, e.messages) == ("mcq", "science", tuple(row["messages"]))
+    assert (e.system, e.question) == (row["messages"][0]["content"], row["messages"][1]["content"])
+    assert e.demonstration.startswith(row["output_text"]) and get_verifier("mcq")(e.demonstration, e.answer)
+  assert examples[0].demonstration == f"{paper_fixtures.SCIENCE_TRAIN_ROWS[0]['output_text']}\nConfidence: 1.00"
+  assert examples[1].demonstration.endswith("</answer>\nConfidence: 0.95")  # its own line is kept
+
+
+def test_science_train_student_prompt_asks_for_confidence_once(tmp_path):
+  paper_fixtures.write_science_train(tmp_path / "s")
+  plain, _, asks = sources.read_save_to_disk(str(tmp_path / "s"))
+  instruction = prompts.PromptConfig().confidence_instruction
+  assert prompts.student_messages(plain)[0]["content"] == f"{plain.system.rstrip()}\n\n{instruction}"
+  assert prompts.student_messages(asks)[0]["content"] == asks.system  # it already asks for `Confidence:`
+
+
+@pytest.mark.parametrize("demo", ["<reasoning>\nno tag at all\n</reasoning>", "<answer>\n\n</answer>",
+                                  "<answer>B or C</answer>", "<answer>B"])
+def test_science_train_row_without_answer_letter_names_file_and_row(tmp_path, demo):
+  good = paper_fixtures.science_train_row("A")
+  path = paper_fixtures.write_science_train(tmp_path / "s", [good, {**good, "output_text": demo}])
+  with pytest.raises(CaopdError, match=rf"{re.escape(path)}: row 1: field 'output_text' .*<answer>X</answer>"):
+    sources.read_save_to_disk(str(tmp_path / "s"))
+
+
+def test_tooluse_train_schema(tmp_path):
+  paper_fixtures.write_tooluse_train(tmp_path / "tooluse_data" / "train_data")  # the reference's layout
+  examples = sources.load_examples("tooluse", "train", data_dir=str(tmp_path))
+  assert len(examples) == len(paper_fixtures.TOOLUSE_TRAIN_ROWS)
+  for e, row in zip(examples, paper_fixtures.TOOLUSE_TRAIN_ROWS):
+    assert (e.question, e.answer, e.verifier, e.system, e.messages) == (
+        row["prompt"], row["golden_answer"], "tooluse", None, None)
+    assert e.demonstration == "\n".join(row["golden_response"]) + "\nConfidence: 1.00"
+    assert get_verifier("tooluse")(e.demonstration, e.answer)
+  assert examples[0].demonstration.startswith("Thought: I need a random axolotl image.\nAction: getRandomAxolotlImage"
+                                              "\nAction Input: {}\n")
+
+
+def test_named_dataset_layouts_ours_first(tmp_path):
+  paper_fixtures.write_science_train(tmp_path / "science_data" / "train_data", [paper_fixtures.science_train_row("A")])
+  assert [e.answer for e in sources.load_examples("science", "train", data_dir=str(tmp_path))] == ["A"]
+  paper_fixtures.write_science_train(tmp_path / "science_train", [paper_fixtures.science_train_row("D")])
+  assert sources.dataset_folder("science", "train", str(tmp_path)) == str(tmp_path / "science_train")
+  assert [e.answer for e in sources.load_examples("science", "train", data_dir=str(tmp_path))] == ["D"]
+
+
+def test_default_data_dir_is_data_in_the_working_directory(tmp_path, monkeypatch):
+  monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
+  monkeypatch.chdir(tmp_path)
+  assert os.path.abspath(sources.default_data_dir()) == str(tmp_path / "data")
+  paper_fixtures.write_science_train(tmp_path / "data" / "science_data" / "train_data")
+  assert len(sources.load_examples("science", "train")) == len(paper_fixtures.SCIENCE_TRAIN_ROWS)
+
+
+def test_missing_named_dataset_says_where_it_looked_and_where_the_sets_come_from(tmp_path, monkeypatch):
+  monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(InputNotFoundError) as error:
+    sources.load_examples("tooluse", "train")
+  message = str(error.value)
+  for part in (str(tmp_path / "data" / "tooluse_train"), str(tmp_path / "data" / "tooluse_data" / "train_data"),
+               "$CAOPD_DATA_DIR", "data.data_dir", "SalesforceAIResearch/CaOPD",
+               "data/science_data/{train_data,eval_data}", "data/tooluse_data/{train_data,eval_data}", "CC BY-NC 4.0"):
+    assert part in message, part
+  assert "shared" not in message
 
 
 # --- bad input
@@ -109,20 +169,32 @@ def test_missing_folder_and_unknown_name(tmp_path):
     ({"prompt": [{"role": "system", "content": None}], "answer": "A"}, r"'prompt\[0\].content'"),
 ])
 def test_null_science_field_names_file_row_field(tmp_path, row, field):
-  _, path = write_save_to_disk(tmp_path / "s", [science_row(), row])
+  path = write_save_to_disk(tmp_path / "s", [science_row(), row])
   with pytest.raises(CaopdError, match=f"{re.escape(path)}: row 1: field {field}"):
     sources.read_save_to_disk(str(tmp_path / "s"), schema="science")
 
 
 def test_tooluse_null_and_missing_column(tmp_path):
-  _, path = write_save_to_disk(tmp_path / "t", [tooluse_row(), tooluse_row(action_input=None)])
+  path = write_save_to_disk(tmp_path / "t", [tooluse_row(), tooluse_row(action_input=None)])
   with pytest.raises(CaopdError, match=rf"{re.escape(path)}: row 1: field 'golden_answer\[0\].Action_Input'"):
     sources.read_save_to_disk(str(tmp_path / "t"))
   row = tooluse_row()
   del row["instruction"]
-  _, path = write_save_to_disk(tmp_path / "u", [row])
+  path = write_save_to_disk(tmp_path / "u", [row])
   with pytest.raises(CaopdError, match=rf"{re.escape(path)}: .*\['instruction'\] are missing"):
     sources.read_save_to_disk(str(tmp_path / "u"), schema="tooluse")
+
+
+@pytest.mark.parametrize("schema, accepted", [
+    ("auto", r"accepted schemas \(science eval .*\['prompt'\] are missing; science train .*\['output_text'\] are "
+             r"missing; tooluse eval/train "),
+    ("science", r"science schemas \(science eval .*; science train .*\)"),
+    ("tooluse", r"tooluse schemas \(tooluse eval/train needs \['prompt', 'name', ")])
+def test_no_schema_matches_names_file_columns_and_schemas(tmp_path, schema, accepted):
+  path = write_save_to_disk(tmp_path / "x", [{"messages": [{"role": "user", "content": "q"}], "answer": "A"}])
+  with pytest.raises(CaopdError, match=rf"{re.escape(path)}: columns \['messages', 'answer'\] match none of the "
+                                       rf"{accepted}"):
+    sources.read_save_to_disk(str(tmp_path / "x"), schema=schema)
 
 
 def test_not_an_arrow_stream(tmp_path):

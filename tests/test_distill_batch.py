@@ -1,9 +1,14 @@
 """Assembling one distillation step from examples and rollouts: alignment, rewrite, teacher context, policies."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
+from caopd_jax.calibration.prompt_fit import fit_example, screen_examples, with_question
+from caopd_jax.calibration.rewrite import patch_demonstration
+from caopd_jax.data.prompts import render, student_messages, teacher_messages
 from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.rollout import Rollouts
 
@@ -20,7 +25,8 @@ def _rollouts(tokenizer, completions: list[list[str]], width: int = 40) -> Rollo
       lengths[i, j] = len(ids)
   mask = np.arange(width) < lengths[..., None]
   logprobs = np.where(mask, -0.5, 0.0).astype(np.float32)
-  return Rollouts(tokens, mask, lengths, np.ones((p, k), bool), logprobs, logprobs)
+  thresholds = np.where(mask, 1.5, -np.inf).astype(np.float32)
+  return Rollouts(tokens, mask, lengths, np.ones((p, k), bool), logprobs, logprobs, thresholds)
 
 
 @pytest.fixture
@@ -55,7 +61,15 @@ def test_caopd_batch_is_aligned_and_rewritten(setup):
   teacher_text = tokenizer.decode(batch.teacher_tokens[0][batch.teacher_mask[0]].tolist())
   assert "empirical confidence for this question is 0.75" in teacher_text
   assert f"<answer>{examples[0].answer}</answer>\nConfidence: 0.75" in teacher_text  # patched demonstration
-  assert batch.edited.all() and (batch.sampled_logprobs == 0).all()
+  assert batch.edited.all()
+  # the sampled body keeps its sampling log-probs and support; the rewritten line and EOS are not samples
+  for r in range(8):
+    n, kept = int(batch.loss_mask[r].sum()), int(batch.sampled[r].sum())
+    assert 0 < kept < n and batch.sampled[r, :kept].all()
+    body = tokenizer.decode(batch.completion[r, :kept].tolist())
+    assert "Confidence" not in body and body.startswith("<answer>")
+    np.testing.assert_array_equal(batch.completion[r, :kept], rollouts.tokens.reshape(8, -1)[r, :kept])
+    assert (batch.sample_logprob[r, :kept] == -0.5).all() and (batch.sample_threshold[r, :kept] == 1.5).all()
 
 
 def test_plain_opd_keeps_samples_and_teacher_certainty(setup):
@@ -64,7 +78,9 @@ def test_plain_opd_keeps_samples_and_teacher_certainty(setup):
   batch = build_batch(prepare_prompts(examples, tokenizer, settings), rollouts, tokenizer, settings)
   np.testing.assert_array_equal(batch.completion, rollouts.tokens.reshape(8, -1))
   assert not batch.edited.any()
-  np.testing.assert_allclose(batch.sampled_logprobs, rollouts.model_logprobs.reshape(8, -1))
+  np.testing.assert_array_equal(batch.sampled, rollouts.mask.reshape(8, -1))   # every real token is a sample
+  np.testing.assert_allclose(batch.sample_logprob, rollouts.logprobs.reshape(8, -1))
+  np.testing.assert_allclose(batch.sample_threshold, rollouts.thresholds.reshape(8, -1))
   teacher_text = tokenizer.decode(batch.teacher_tokens[0][batch.teacher_mask[0]].tolist())
   assert "empirical confidence" not in teacher_text and "Confidence: 1.00" in teacher_text
 
@@ -91,6 +107,58 @@ def test_overlong_prompts_are_dropped_and_counted(ours_smollm2):
   assert prompts.examples == [] and prompts.dropped_overlong == 3
   roomy = prepare_prompts(examples, ours_smollm2, DistillSettings(max_prompt_tokens=4096))
   assert len(roomy.ids) == 3 and roomy.dropped_overlong == 0
+
+
+def _long_question(example, repeat=40):
+  return dataclasses.replace(example, question="Some words before the question. " * repeat + example.question)
+
+
+def test_truncate_cuts_the_start_of_the_question_only_as_far_as_needed(ours_smollm2):
+  example = _long_question(arithmetic_task(1, seed=2, difficulty=1)[0])
+  settings = DistillSettings(max_prompt_tokens=260)
+  render_ids = lambda ex, teacher: ours_smollm2.encode(render(ours_smollm2, teacher_messages(  # noqa: E731
+      ex, "demo", target="0.00", config=settings.prompts) if teacher else student_messages(ex, settings.prompts)))
+  assert len(render_ids(example, True)) > 260
+  fitted = fit_example(example, ours_smollm2, settings)
+  cut = fitted.example
+  assert example.question.endswith(cut.question) and cut.question_cut == len(example.question) - len(cut.question) > 0
+  assert cut.question.endswith(arithmetic_task(1, seed=2, difficulty=1)[0].question)   # the question itself stays
+  assert len(fitted.student_ids) <= 260 and fitted.teacher_tokens == len(render_ids(cut, True)) <= 260
+  teacher = ours_smollm2.decode(render_ids(cut, True))
+  assert settings.prompts.arithmetic_system in teacher                                    # system message kept
+  assert patch_demonstration(example.demonstration, "0.00") in teacher                  # privileged text kept
+  # as few characters as needed: one character less cut and the teacher prompt is over budget
+  longer = with_question(example, example.question[cut.question_cut - 1:], cut.question_cut - 1)
+  assert len(render_ids(longer, True)) > 260
+  assert fit_example(example, ours_smollm2, dataclasses.replace(settings, overlong_prompts="drop")) is None
+  prompts = prepare_prompts([example, arithmetic_task(1, seed=3, difficulty=1)[0]], ours_smollm2, settings)
+  assert prompts.dropped_overlong == 0 and [ex.question_cut > 0 for ex in prompts.examples] == [True, False]
+
+
+def test_screening_reports_what_it_did(ours_smollm2):
+  examples = arithmetic_task(3, seed=4, difficulty=1)
+  examples[1] = _long_question(examples[1])
+  examples[2] = _long_question(examples[2], repeat=400)   # ten times longer: cut just as well
+  kept, report = screen_examples(examples, ours_smollm2, DistillSettings(max_prompt_tokens=260))
+  assert (report.read, report.usable, report.truncated, report.dropped) == (3, 3, 2, 0)
+  assert report.student_tokens.max() <= 260 and report.teacher_tokens.max() <= 260
+  assert "3 examples read, 3 usable (2 truncated to fit 260 prompt tokens, 0 dropped)" in report.summary(260)
+  kept, report = screen_examples(examples, ours_smollm2, DistillSettings(max_prompt_tokens=260,
+                                                                         overlong_prompts="drop"))
+  assert [ex.id for ex in kept] == [examples[0].id] and report.dropped == 2
+
+
+def test_teacher_prompts_over_budget_after_the_rollouts_are_cut_or_left_without_loss(setup):
+  """Prompts prepared under a roomy budget, the batch built under a tight one: the teacher side is guarded too."""
+  tokenizer, examples, rollouts = setup
+  examples = [_long_question(ex) for ex in examples]
+  prompts = prepare_prompts(examples, tokenizer, DistillSettings(max_prompt_tokens=4096, max_completion_tokens=40))
+  tight = DistillSettings(max_prompt_tokens=260, max_completion_tokens=40)
+  batch = build_batch(prompts, rollouts, tokenizer, tight)
+  assert batch.counts["teacher_cut"] == 2 and batch.counts["teacher_overlong"] == 0
+  assert batch.teacher_mask[:, :-40].sum(axis=1).max() <= 260 and batch.loss_mask.sum() > 0
+  batch = build_batch(prompts, rollouts, tokenizer, DistillSettings(max_prompt_tokens=20, max_completion_tokens=40))
+  assert batch.counts["teacher_overlong"] == 2 and batch.loss_mask.sum() == 0
 
 
 @pytest.mark.slow

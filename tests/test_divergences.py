@@ -93,27 +93,76 @@ def test_gradients_match_finite_differences(name, x64):
     np.testing.assert_allclose(grad, numeric, atol=1e-7, rtol=1e-6)
 
 
-def test_sampled_token_estimator_is_unbiased_for_reverse_kl(x64):
-  z_s = jnp.array([1.0, 0.2, -0.5, 2.0, 0.0])
-  logp_t = jax.nn.log_softmax(jnp.array([0.3, 1.5, -1.0, 0.5, 0.8]))
-  logp_s = jax.nn.log_softmax(z_s)
-  samples = 200_000
-  y = jax.random.categorical(jax.random.key(0), logp_s, shape=(samples,))
-  r = np.asarray(logp_s[y] - logp_t[y])
-  full = float(losses.reverse_kl(logp_s, logp_t))
-  assert abs(r.mean() - full) < 4 * r.std() / math.sqrt(samples)
+# A tiny vocabulary: student logits (now and at sampling time, for the several-steps-per-batch case) and teacher's.
+Z_S = np.array([1.0, 0.2, -0.5, 2.0, 0.0, -1.2])
+Z_OLD = np.array([0.6, 0.5, -0.2, 1.5, 0.3, -0.8])
+Z_T = np.array([0.3, 1.5, -1.0, 0.5, 0.8, 0.1])
+# (sampling logits, temperature, top_k, top_p): on-policy T=1; stale params; T=0.7 with top-p (a cut support);
+# top-k; greedy rollouts (the support is the argmax alone)
+SAMPLERS = {"on_policy": (Z_S, 1.0, 0, 1.0), "stale_params": (Z_OLD, 1.0, 0, 1.0),
+            "t0.7_top_p": (Z_S, 0.7, 0, 0.8), "top_k": (Z_S, 1.0, 3, 1.0), "greedy": (Z_S, 0.0, 0, 1.0)}
 
-  def surrogate(z, token):
-    return losses.sampled_token_reverse_kl_surrogate(jax.nn.log_softmax(z)[token], logp_t[token])
 
-  per_sample = np.asarray(jax.vmap(jax.grad(surrogate), in_axes=(None, 0))(z_s, y))
-  exact = np.asarray(jax.grad(lambda z: losses.reverse_kl(jax.nn.log_softmax(z), logp_t))(z_s))
-  standard_error = per_sample.std(axis=0) / math.sqrt(samples)
-  assert np.all(np.abs(per_sample.mean(axis=0) - exact) < 4 * standard_error + 1e-12)
-  # The reward is a constant: the surrogate's gradient is r * grad log pi_s, not grad of r * log pi_s.
-  token = int(y[0])
-  expected = r[0] * np.asarray(jax.grad(lambda z: jax.nn.log_softmax(z)[token])(z_s))
-  np.testing.assert_allclose(per_sample[0], expected, rtol=1e-12, atol=1e-12)
+def _estimator_gradients(sampler: str, samples: int, importance_and_tail: bool = True):
+  """(per-sample gradients [samples, V] w.r.t. the student logits of the sampled-token surrogate, the exact gradient
+  of KL(p_s || p_t) [V]). Samples come from `rollout.sampling.choose`, the sampler's own code; the surrogate goes
+  through `token_stats` (student logits = h @ I) as in training. With importance_and_tail=False: the plain
+  REINFORCE surrogate r log p_s(y) of earlier versions (no weight, no tail)."""
+  from caopd_jax.rollout.sampling import choose
+  z_q, temperature, top_k, top_p = SAMPLERS[sampler]
+  logits = jnp.broadcast_to(jnp.asarray(z_q), (samples, z_q.size))
+  keys = jax.random.split(jax.random.key(7), samples)
+  tokens, logq, thresholds = choose(keys, logits, jax.nn.log_softmax(logits), temperature, top_k, top_p)
+  eye = jnp.eye(Z_S.size)
+  cut = importance_and_tail and sampler not in ("on_policy", "stale_params")
+
+  def surrogate(z, token, logp_q, threshold):
+    stats = losses.token_stats(z[None], eye, token[None], jnp.asarray(Z_T)[None], eye, with_kl=True,
+                               threshold=threshold[None] if cut else None)
+    if not importance_and_tail:
+      return (jax.lax.stop_gradient(stats.logprob - stats.teacher_logprob) * stats.logprob)[0]
+    value, _ = losses.sampled_token_reverse_kl(stats.logprob, stats.teacher_logprob, stats.kl_st, True, logp_q,
+                                               tail_kl=stats.tail_kl, tail_mass=stats.tail_mass)
+    return value[0]
+
+  with jax.default_matmul_precision("highest"):   # full float32 matmuls on GPUs too (TF32 would blur greedy's check)
+    per_sample = jax.vmap(jax.grad(surrogate), in_axes=(None, 0, 0, 0))(jnp.asarray(Z_S), tokens, logq, thresholds)
+  exact = jax.grad(lambda z: losses.reverse_kl(jax.nn.log_softmax(z), jax.nn.log_softmax(jnp.asarray(Z_T))))(
+      jnp.asarray(Z_S))
+  return np.asarray(per_sample), np.asarray(exact)
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_sampled_token_estimator_is_unbiased_for_the_reverse_kl_gradient(x64, sampler):
+  """The mean of the estimator's gradient over samples equals the exact grad KL(p_s || p_t), within 4 standard
+  errors per logit (plus 1e-6: token_stats computes in float32; the greedy case has no noise), whatever the sampler
+  did."""
+  per_sample, exact = _estimator_gradients(sampler, 100_000)
+  standard_error = per_sample.std(axis=0) / math.sqrt(len(per_sample))
+  assert np.all(np.abs(per_sample.mean(axis=0) - exact) <= 4 * standard_error + 1e-6), (
+      per_sample.mean(axis=0), exact, standard_error)
+
+
+@pytest.mark.parametrize("sampler", ["stale_params", "t0.7_top_p"])
+def test_plain_reinforce_surrogate_is_biased_off_policy(x64, sampler):
+  """Without importance weights and the tail term (the earlier estimator) the same check fails by far."""
+  per_sample, exact = _estimator_gradients(sampler, 100_000, importance_and_tail=False)
+  standard_error = per_sample.std(axis=0) / math.sqrt(len(per_sample))
+  assert np.max(np.abs(per_sample.mean(axis=0) - exact) / (standard_error + 1e-12)) > 20
+
+
+def test_sampled_token_estimator_pieces(x64):
+  """Importance weights are p_s / q, truncated at is_cap, and held constant; positions not sampled get the exact KL."""
+  logp_s, logp_t = jnp.log(jnp.array([0.5, 0.2])), jnp.log(jnp.array([0.25, 0.4]))
+  kl = jnp.array([0.3, 0.7])
+  logq = jnp.log(jnp.array([0.1, 0.4]))
+  value, weight = losses.sampled_token_reverse_kl(logp_s, logp_t, kl, jnp.array([True, False]), logq, is_cap=2.0)
+  np.testing.assert_allclose(weight, [2.0, 1.0])               # 0.5 / 0.1 = 5, truncated at 2; not sampled: 1
+  np.testing.assert_allclose(value, [2.0 * math.log(2.0) * math.log(0.5), 0.7])
+  value, weight = losses.sampled_token_reverse_kl(logp_s, logp_t, kl, jnp.array([True, True]), logq)
+  np.testing.assert_allclose(weight, [5.0, 0.5])               # no cap
+  grad = jax.grad(lambda x: losses.sampled_token_reverse_kl(x, logp_t, kl, jnp.array([True, True]), logq)[0].sum())
+  np.testing.assert_allclose(grad(logp_s), [5.0 * math.log(2.0), 0.5 * math.log(0.5)])   # w * r, w and r constant
 
 
 def test_streaming_kls_match_full_distribution_forms():

@@ -31,25 +31,70 @@ def test_hand_computed_values():
   assert metrics.ece(C, P, n_bins=3) == pytest.approx(1.15 / 5)
 
 
-def test_bin_boundaries_go_to_the_upper_bin():
+def test_exact_edges_put_every_boundary_in_the_upper_bin():
   # p = 0.0 -> first bin; 0.1 (boundary) -> bin 1; just below 0.1 -> bin 0; 1.0 -> last bin; out of range -> ends
-  assert metrics.bin_index([0.0, 0.1, 0.0999, 0.5, 0.9, 0.9999, 1.0, -0.2, 1.3]).tolist() == [0, 1, 0, 5, 9, 9, 9, 0, 9]
-  assert metrics.bin_index([k / 10 for k in range(10)]).tolist() == list(range(10))  # every boundary k/10 is in bin k
+  assert metrics.bin_index([0.0, 0.1, 0.0999, 0.5, 0.9, 0.9999, 1.0, -0.2, 1.3], edges="exact").tolist() == [
+      0, 1, 0, 5, 9, 9, 9, 0, 9]
+  assert metrics.bin_index([k / 10 for k in range(10)], edges="exact").tolist() == list(range(10))
   # exact where floor(p * n) is not: floor(0.58 * 100) == 57, yet 0.58 opens bin 58
-  assert math.floor(0.58 * 100) == 57 and metrics.bin_index([0.58], n_bins=100).tolist() == [58]
-  stats_ = metrics.bin_stats([1, 0, 1], [1.0, 0.95, 0.0])
+  assert math.floor(0.58 * 100) == 57 and metrics.bin_index([0.58], n_bins=100, edges="exact").tolist() == [58]
+  stats_ = metrics.bin_stats([1, 0, 1], [1.0, 0.95, 0.0], edges="exact")
   assert [s["count"] for s in stats_] == [1, 0, 0, 0, 0, 0, 0, 0, 0, 2]
-  assert stats_[9] == {"lower": 0.9, "upper": 1.0, "count": 2, "mean_confidence": pytest.approx(0.975),
+  assert stats_[9] == {"bin": 9, "low": 0.9, "high": 1.0, "count": 2, "mean_conf": pytest.approx(0.975),
                        "accuracy": 0.5}
-  assert stats_[1] == {"lower": 0.1, "upper": 0.2, "count": 0, "mean_confidence": None, "accuracy": None}
+  assert stats_[1] == {"bin": 1, "low": 0.1, "high": 0.2, "count": 0, "mean_conf": None, "accuracy": None}
   # ECE = (1/3) |0.0 - 1| + (2/3) |0.975 - 0.5| = (1 + 0.95) / 3
-  assert metrics.ece([1, 0, 1], [1.0, 0.95, 0.0]) == pytest.approx(1.95 / 3)
+  assert metrics.ece([1, 0, 1], [1.0, 0.95, 0.0], edges="exact") == pytest.approx(1.95 / 3)
 
 
-def test_out_of_range_confidence_is_clipped():
+def test_linspace_edges_are_the_reference_s_and_the_default():
+  # np.linspace's inner edges 0.30000000000000004, 0.6000000000000001, 0.7000000000000001 sit one ulp above
+  # 0.3, 0.6, 0.7: those three boundary values fall in the LOWER bin, the other boundaries in the upper one
+  assert metrics.bin_index([k / 10 for k in range(11)]).tolist() == [0, 1, 2, 2, 4, 5, 5, 6, 8, 9, 9]
+  # the toy set: c = [1, 0, 1, 0], p = [0.3, 0.25, 0.7, 0.75]
+  #   exact:    bin 2 {0.25: 0} 0.25, bin 3 {0.3: 1} 0.7, bin 7 {0.7: 1, 0.75: 0} 2 |0.725 - 0.5|  -> 1.4 / 4 = 0.35
+  #   linspace: bin 2 {0.3: 1, 0.25: 0} 2 |0.275 - 0.5|, bin 6 {0.7: 1} 0.3, bin 7 {0.75: 0} 0.75 -> 1.5 / 4 = 0.375
+  c, p = [1, 0, 1, 0], [0.3, 0.25, 0.7, 0.75]
+  assert metrics.ece(c, p, edges="exact") == pytest.approx(0.35)
+  assert metrics.ece(c, p) == pytest.approx(0.375) and metrics.summary(c, p)["ece"] == pytest.approx(0.375)
+  assert [b["count"] for b in metrics.summary(c, p)["bin_stats"]][2:8] == [2, 0, 0, 0, 1, 1]
+  with pytest.raises(CaopdError, match="edges must be one of linspace, exact; got 'upper'"):
+    metrics.ece(c, p, edges="upper")
+
+
+def test_ece_and_bins_equal_the_reference_formula_to_the_last_digit():
+  """The reference's computation (np.digitize on linspace edges with -inf/+inf ends, then per bin np.mean of p
+  and of c, ECE accumulated bin by bin) written out here: equal with ==, not approximately."""
+  rng = np.random.default_rng(3)
+  c = (rng.random(1000) < 0.6).astype(float)
+  p = np.round(rng.random(1000), 2)  # many values on the boundaries 0.3, 0.6, 0.7
+  edges = np.linspace(0, 1, 11)
+  edges[0], edges[-1] = -np.inf, np.inf
+  index = np.clip(np.digitize(p, edges) - 1, 0, 9)
+  expected_ece, expected_bins = 0.0, []
+  for b in range(10):
+    inside = index == b
+    if inside.sum():
+      expected_ece += inside.sum() / len(p) * np.abs(np.mean(p[inside]) - np.mean(c[inside]))
+      expected_bins.append((int(inside.sum()), float(np.mean(p[inside])), float(np.mean(c[inside]))))
+  s = metrics.summary(c, p)
+  assert s["ece"] == float(expected_ece)
+  assert [(b["count"], b["mean_conf"], b["accuracy"]) for b in s["bin_stats"] if b["count"]] == expected_bins
+  assert s["brier_score"] == float(np.mean((p - c) ** 2)) and s["spr"] == float(np.mean(p[c == 1][:, None] >
+                                                                                        p[c == 0][None, :]))
+
+
+def test_out_of_range_confidence_is_clipped_unless_summary_is_told_not_to():
   # 1.4 -> 1.0 and -0.5 -> 0.0: Brier (0 + 0) / 2, both in the end bins
   assert metrics.brier([1, 0], [1.4, -0.5]) == 0.0
   assert [s["count"] for s in metrics.bin_stats([1, 0], [1.4, -0.5], n_bins=2)] == [1, 1]
+  # clip=False (the reference): c [1, 0], p [5.0, -0.5]: Brier (16 + 0.25) / 2, mean p 2.25, still the end bins
+  s = metrics.summary([1, 0], [5.0, -0.5], clip=False)
+  assert s["brier_score"] == 8.125 and s["mean_confidence"] == 2.25 and s["overconfidence_gap"] == 1.75
+  assert [(b["count"], b["mean_conf"]) for b in s["bin_stats"] if b["count"]] == [(1, -0.5), (1, 5.0)]
+  assert s["ece"] == pytest.approx((0.5 + 4.0) / 2)
+  with pytest.raises(CaopdError, match="1 infinite"):
+    metrics.summary([1, 0], [np.inf, 0.5], clip=False)
 
 
 def test_ties_and_single_class():
@@ -93,9 +138,9 @@ def test_summary_counts_missing_confidence_as_zero_and_separates_the_valid_ones(
   assert s["spr"] == 0.5 and s["auroc"] == pytest.approx(2.5 / 4)
   valid = s["valid_confidence_only"]
   assert set(valid) == {"accuracy", "brier_score", "reliability", "ece", "spr", "auroc", "overconfidence_gap",
-                        "mean_confidence", "n_samples", "bin_stats"}
+                        "mean_confidence", "n_valid", "bin_stats"}
   # only rows 0 and 2: c [1, 0], p [0.9, 0.7]
-  assert valid["n_samples"] == 2 and valid["accuracy"] == 0.5 and valid["mean_confidence"] == pytest.approx(0.8)
+  assert valid["n_valid"] == 2 and valid["accuracy"] == 0.5 and valid["mean_confidence"] == pytest.approx(0.8)
   assert valid["brier_score"] == pytest.approx((0.01 + 0.49) / 2) and valid["ece"] == pytest.approx(0.8 / 2)
   assert valid["spr"] == 1.0 and valid["auroc"] == 1.0 and valid["overconfidence_gap"] == pytest.approx(0.3)
   assert json.loads(json.dumps(s)) == s  # plain Python values only
@@ -105,7 +150,7 @@ def test_summary_without_any_parsed_confidence():
   s = metrics.summary([True, False], [np.nan, np.nan])
   assert s["confidence_format_adherence"] == 0.0 and s["answer_parse_rate"] == 1.0 and s["mean_confidence"] == 0.0
   valid = s["valid_confidence_only"]
-  assert valid["n_samples"] == 0 and valid["ece"] is None and valid["accuracy"] is None
+  assert valid["n_valid"] == 0 and valid["ece"] is None and valid["accuracy"] is None
   assert [b["count"] for b in valid["bin_stats"]] == [0] * 10
   assert json.loads(json.dumps(s)) == s
 

@@ -1,7 +1,5 @@
 """caopd_jax.data.prompts: student/teacher messages on the paper's eval sets and on synthetic examples."""
 
-import os
-
 import pytest
 
 from caopd_jax.calibration import rewrite
@@ -9,13 +7,12 @@ from caopd_jax.data import prompts, sources
 from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.data.example import Example
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 CONFIG = prompts.PromptConfig()
 
 
 @pytest.fixture(scope="module")
-def eval_examples():
-  return sources.load_examples("science", data_dir=DATA) + sources.load_examples("tooluse", data_dir=DATA)
+def eval_examples(paper_data):
+  return sources.load_examples("science", data_dir=paper_data) + sources.load_examples("tooluse", data_dir=paper_data)
 
 
 def test_every_eval_row_builds_student_and_teacher_prompts(eval_examples, ours_smollm2):

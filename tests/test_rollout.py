@@ -140,6 +140,18 @@ def test_sample_frequencies_match_the_theoretical_distribution(bigram_model, tem
   assert result.pvalue > 1e-3, (counts, 4000 * p)
   # and the reported log-prob of each draw is log p of the renormalised distribution
   np.testing.assert_allclose(out.logprobs[0, :, 0], np.log(p[out.tokens[0, :, 0]]), atol=1e-4)
+  # and the reported threshold is the support's edge: the kept logits are those at or above it (1e-4: the hand
+  # logits are float64, the sampler's float32; neighbouring logits here are > 1e-2 apart)
+  threshold = out.thresholds[0, 0, 0]
+  assert (out.thresholds[0, :, 0] == threshold).all()
+  np.testing.assert_array_equal(logits >= threshold - 1e-4, kept)
+
+
+def test_greedy_support_is_the_argmax(bigram_model):
+  config, params, logits = bigram_model
+  out = rollout.sample(config, params, [[3]], jax.random.key(0), max_new_tokens=1, temperature=0.0)
+  assert out.tokens[0, 0, 0] == np.argmax(logits)
+  np.testing.assert_allclose(out.thresholds[0, 0, 0], logits.max(), atol=1e-4)
 
 
 # ---- determinism, isolation, stops, limits --------------------------------------------------------------

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import transformers_gguf_tokenizer
+from tokenizer_families import train_sentencepiece
 
 from caopd_jax.errors import CaopdError, CheckpointFormatError, InputNotFoundError, UnsupportedModelError
 from caopd_jax.tokenizers import Tokenizer, load_tokenizer
@@ -299,15 +300,10 @@ SP_STRINGS = [s for s in STRINGS if not any(t in s for t in ("<s>", "</s>", "<un
 @pytest.fixture(scope="module", params=["unigram", "bpe"])
 def sp_model(request, tmp_path_factory):
   """A tiny SentencePiece model (default nmt_nfkc normalization, byte fallback) trained on synthetic text."""
-  folder = tmp_path_factory.mktemp(f"sp_{request.param}")
   rng = random.Random(3)
-  corpus = folder / "corpus.txt"
-  corpus.write_text("\n".join(" ".join(rng.choice(FRAGMENTS) for _ in range(10)) for _ in range(2000)) + "\n"
-                    + "\n".join(s for s in FIXED if s.strip()), encoding="utf-8")
-  sentencepiece.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(folder / "m"), vocab_size=400,
-                                           model_type=request.param, character_coverage=0.99, byte_fallback=True,
-                                           minloglevel=2)
-  return str(folder / "m.model")
+  text = ("\n".join(" ".join(rng.choice(FRAGMENTS) for _ in range(10)) for _ in range(2000)) + "\n"
+          + "\n".join(s for s in FIXED if s.strip()))
+  return train_sentencepiece(str(tmp_path_factory.mktemp(f"sp_{request.param}")), text, request.param)
 
 
 def test_sentencepiece_matches_sentencepiece_and_transformers(sp_model, tmp_path):

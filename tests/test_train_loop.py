@@ -207,6 +207,8 @@ def test_resume_with_another_config_is_refused(setup, reference_run):
     ("--mesh=fsdp:4", "needs 4 devices, but 1 are visible"),
     ("--config.sharding.rules=vocab=pipeline", "sharding.rules entry 'vocab=pipeline'"),
     ("--config.prompts.fewshot=('one string',)", "config.prompts: PromptConfig.fewshot must be"),
+    ("--config.train.steps=0", "must be > 0, or -1"),
+    ("--config.distill.overlong_prompts=cut", "distill.overlong_prompts = 'cut' is not one of"),
 ])
 def test_config_errors(setup, override, message):
   config_file, _ = setup
@@ -214,6 +216,87 @@ def test_config_errors(setup, override, message):
   with pytest.raises(CaopdError, match=message or "calibration_weight > 0 needs distill.calibrate=True"):
     config, _ = parse_args([f"--config={config_file}", *overrides])
     validate(config)
+
+
+def test_pallas_cannot_serve_the_sampled_token_estimator_of_a_cut_support(setup):
+  config_file, _ = setup
+  config, _ = parse_args([f"--config={config_file}", "--config.distill.token_stats=pallas",
+                          "--config.distill.divergence=sampled_token"])
+  validate(config)   # temperature 1, no top-k / top-p: the support is whole
+  config.rollout.top_p = 0.9
+  with pytest.raises(CaopdError, match="has no term for the tokens the sampler cannot draw"):
+    validate(config)
+
+
+def _arithmetic_jsonl(path, questions) -> str:
+  """A JSONL dataset of arithmetic questions (answer 7) with the given texts."""
+  path.write_text("".join(json.dumps({"question": q, "answer": 7, "verifier": "arithmetic"}) + "\n"
+                          for q in questions))
+  return str(path)
+
+
+# 24 questions of 14 to 290 characters (the character model: a token per character)
+VARIED = [f"What is 3 + 4?{' Think.' * n}" for n in range(0, 48, 2)]
+
+
+def test_varied_prompt_widths_compile_the_step_a_bounded_number_of_times(setup, tmp_path):
+  """prompt_buckets=4: four student and four teacher widths, so at most 16 step programs (and 4 sampler prefills),
+  counted by JAX's own compile log, each announced by the trainer."""
+  config_file, _ = setup
+  data = _arithmetic_jsonl(tmp_path / "varied.jsonl", VARIED)
+  result = subprocess.run(
+      _command(config_file, tmp_path / "run", f"--config.data.name={data}", "--config.distill.max_prompt_tokens=400",
+               "--config.train.prompt_buckets=4", "--config.train.steps=12", "--config.eval.every=0",
+               "--config.distill.divergence=sampled_token", "--config.rollout.top_p=0.9"),
+      capture_output=True, text=True, timeout=600, env={**os.environ, "JAX_LOG_COMPILES": "1"})
+  assert result.returncode == 0, result.stderr
+  step_compiles = result.stderr.count("Finished XLA compilation of jit(train_step)")
+  announced = result.stdout.count("compiling the training step for prompt widths")
+  assert 2 <= step_compiles <= 16 and step_compiles == announced, (step_compiles, announced)
+  assert result.stderr.count("Finished XLA compilation of jit(_prefill_in_layout)") <= 4
+  widths = {line.split("prompt widths ")[1].split(":")[0] for line in result.stdout.splitlines()
+            if "compiling the training step" in line}
+  rungs = (112, 208, 304, 400)
+  assert widths <= {f"{s} (student) / {t} (teacher)" for s in rungs for t in rungs}, widths
+  assert all(np.isfinite(r["train/loss"]) for r in read_metrics(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("policy", ["truncate", "drop"])
+def test_overlong_prompts_follow_the_policy_and_steps_minus_one_sizes_the_run(setup, tmp_path, policy):
+  """max_prompt_tokens=200 with VARIED: the longer questions are cut (truncate) or left out (drop); train.steps=-1
+  is one pass over the usable examples; the data report, its file and the per-iteration counts say so."""
+  config_file, _ = setup
+  data = _arithmetic_jsonl(tmp_path / "varied.jsonl", VARIED)
+  result = _train(config_file, tmp_path / "run", f"--config.data.name={data}", "--config.distill.max_prompt_tokens=200",
+                  f"--config.distill.overlong_prompts={policy}", "--config.train.steps=-1", "--config.data.num_epochs=1",
+                  "--config.eval.every=0")
+  assert result.returncode == 0, result.stderr
+  report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+  assert report["read"] == 24 and report["usable"] + report["dropped"] == 24
+  assert max(report["student_tokens"]) <= 200 and max(report["teacher_tokens"]) <= 200
+  if policy == "truncate":
+    assert report["dropped"] == 0 and report["truncated"] > 0
+  else:
+    assert report["dropped"] > 0 and report["truncated"] == 0
+  summary = f"data: 24 examples read, {report['usable']} usable ({report['truncated']} truncated to fit 200 prompt tokens"
+  assert summary in result.stdout
+  records = read_metrics(tmp_path / "run")
+  assert len(records) == report["usable"] // 2 * 2   # 2 prompts per rollout batch, 8 rows, 4 per optimizer step
+  assert "(train.steps=-1: sized from the data)" in result.stdout
+  # each rollout batch's count is logged with both of its steps; one epoch meets every truncated example once
+  assert sum(r["rollout/truncated_prompts"] for r in records[::2]) == report["truncated"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("--config.train.steps=100", "--config.data.num_epochs=1"), "config.train.steps=100 needs more data than"),
+    (("--config.distill.max_prompt_tokens=20",), "has 0 usable examples of 24"),
+])
+def test_data_that_cannot_supply_the_run_stops_before_step_1(setup, tmp_path, overrides, message):
+  config_file, _ = setup
+  data = _arithmetic_jsonl(tmp_path / "varied.jsonl", VARIED)
+  result = _train(config_file, tmp_path / "run", f"--config.data.name={data}", *overrides)
+  assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+  assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_missing_model_fails_before_compiling(setup, tmp_path):
@@ -256,16 +339,18 @@ def test_each_process_reads_its_share_of_the_one_process_batches(setup):
 
 def test_two_processes_join_their_shares_into_the_one_process_batch():
   """train/global_batch.py in two processes: prompts, rows and per-prompt statistics equal build_batch on the
-  whole batch, with both teachers, overlong prompts dropped on either side, and a process that kept none."""
+  whole batch, with both teachers, overlong prompts dropped or truncated on either side, and a process that kept
+  none."""
   script = os.path.join(ROOT, "tests", "multi_device", "global_batch.py")
   reports = [json.loads(out.splitlines()[-1]) for out, _ in _two_processes([sys.executable, script])]
   assert sorted(r["process"] for r in reports) == [0, 1]
   for report in reports:
     cases = report["cases"]
-    assert set(cases) == {"demo", "correct_solution", "some_overlong", "process1_all_overlong"}
+    assert set(cases) == {"demo", "correct_solution", "some_overlong", "some_truncated", "process1_all_overlong"}
     for case in cases.values():
       assert case["same_prompts"] and case["differences"] == [], case
     assert cases["some_overlong"]["counts"]["dropped_overlong"] == 3
+    assert cases["some_truncated"]["counts"]["truncated_prompts"] == 3 and cases["some_truncated"]["kept"] == 10
     assert cases["correct_solution"]["counts"]["no_correct_fallback"] == 3
     expected_failure = "no_such_verifier" if report["process"] == 1 else "process 1 failed while verifying"
     assert report["failure"] is not None and expected_failure in report["failure"], report["failure"]

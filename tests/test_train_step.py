@@ -44,9 +44,14 @@ GRAD_TOLERANCE = 1e-4
 PEAK_LR, WEIGHT_DECAY, CLIP_NORM, ADAM_EPS, EMA_RATE = 1e-2, 0.1, 1e-3, 1e-6, 0.01
 
 
-def loss_settings(divergence="sampled_token", calibration_weight=0.0, token_stats="xla_chunked"):
+IS_CAP = 1.5   # below some of make_batch's importance weights, so that the truncation shows
+
+
+def loss_settings(divergence="sampled_token", calibration_weight=0.0, token_stats="xla_chunked", tail=True):
+  """tail: the rollouts' sampler cut the support (make_batch's finite thresholds); the Pallas kernels have no tail."""
   return LossSettings(divergence=divergence, alpha=ALPHA, skip_first=3, calibration_weight=calibration_weight,
-                      temperature=TEMPERATURE, token_stats=token_stats, vocab_chunk=VOCAB_CHUNK)
+                      temperature=TEMPERATURE, token_stats=token_stats, vocab_chunk=VOCAB_CHUNK, is_cap=IS_CAP,
+                      sampler_tail=tail)
 
 
 # ------------------------------------------------------------------------------------------------ models and batches
@@ -85,7 +90,9 @@ def pairs(tmp_path_factory):
 def make_batch(vocab: int, lengths, student_pads, teacher_pads, no_loss=(), no_confidence=(), seed=0) -> LossBatch:
   """A NumPy LossBatch: prompts left-padded by `*_pads` (pad id 0, mask False), completions of `lengths` real tokens
   then padding; loss_mask = the real completion tokens except rows `no_loss`; confidence_mask = the 2 tokens before
-  each row's last real token except rows `no_confidence`."""
+  each row's last real token except rows `no_confidence`; sampled = the real tokens but the last 3 (a rewritten
+  confidence line) except in row 1 (kept as sampled); sample_logprob random in [-4, -0.2]; sample_threshold a raw
+  logit near the models' logits on even rows (a cut support) and -inf on odd ones."""
   rows = len(lengths)
   rng = np.random.default_rng(seed)
   real = np.arange(COMPLETION)[None, :] < np.asarray(lengths)[:, None]
@@ -102,8 +109,12 @@ def make_batch(vocab: int, lengths, student_pads, teacher_pads, no_loss=(), no_c
   for row, n in enumerate(lengths):
     if row not in no_confidence:
       confidence_mask[row, n - 3:n - 1] = 1.0
+  sampled = real & (np.arange(COMPLETION)[None, :] < np.asarray(lengths)[:, None] - 3)
+  sampled[1] = real[1]
+  sample_logprob = rng.uniform(-4.0, -0.2, (rows, COMPLETION)).astype(np.float32)
+  threshold = np.where(np.arange(rows)[:, None] % 2 == 0, rng.normal(0.0, 0.3, (rows, COMPLETION)), -np.inf)
   return LossBatch(*side(STUDENT_PROMPT, student_pads), *side(TEACHER_PROMPT, teacher_pads), completion, loss_mask,
-                   confidence_mask)
+                   confidence_mask, sampled, sample_logprob, threshold.astype(np.float32))
 
 
 # 4 rows: row 2 has no loss token but has confidence tokens, so the two normalizers differ (3 and 4 sequences).
@@ -133,8 +144,8 @@ def torch_reference(pair: Pair, batch: LossBatch, settings: LossSettings) -> dic
     out = model(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long),
                 position_ids=torch.tensor(hf_reference.positions(mask), dtype=torch.long))
     # the logits at column P - 1 + t predict completion token t
-    logits = out.logits[:, prompt - 1:prompt - 1 + COMPLETION].double() / settings.temperature
-    return torch.log_softmax(logits, dim=-1)
+    logits = out.logits[:, prompt - 1:prompt - 1 + COMPLETION].double()
+    return torch.log_softmax(logits / settings.temperature, dim=-1), logits
 
   def batch_mean(values, mask):
     """Each sequence's mean over its masked tokens, then the mean over the sequences that have any."""
@@ -146,14 +157,21 @@ def torch_reference(pair: Pair, batch: LossBatch, settings: LossSettings) -> dic
   model.zero_grad(set_to_none=True)
   threads = torch.get_num_threads()
   torch.set_num_threads(1)   # tiny models; on a shared 2-core machine, more threads only spin
-  logp_s = completion_logp(model, batch.student_tokens, batch.student_mask)
+  logp_s, raw_s = completion_logp(model, batch.student_tokens, batch.student_mask)
   with torch.no_grad():
-    logp_t = completion_logp(pair.teacher_model, batch.teacher_tokens, batch.teacher_mask)
+    logp_t, _ = completion_logp(pair.teacher_model, batch.teacher_tokens, batch.teacher_mask)
   y = torch.tensor(batch.completion, dtype=torch.long)[..., None]
   logp_s_y, logp_t_y = logp_s.gather(-1, y)[..., 0], logp_t.gather(-1, y)[..., 0]
   p_s, p_t = logp_s.exp(), logp_t.exp()
   if settings.divergence == "sampled_token":
-    per_token = (logp_s_y - logp_t_y).detach() * logp_s_y
+    # REINFORCE with importance weights on sampled tokens, the exact tail term, the exact KL on rewritten tokens
+    weight = torch.exp(logp_s_y.detach() - torch.tensor(batch.sample_logprob, dtype=torch.float64))
+    weight = weight.clamp(max=settings.is_cap) if settings.is_cap else weight
+    estimate = (weight * (logp_s_y - logp_t_y)).detach() * logp_s_y
+    if settings.sampler_tail:
+      tail = raw_s.detach() < torch.tensor(batch.sample_threshold, dtype=torch.float64)[..., None]
+      estimate = estimate + (p_s * (logp_s - logp_t) * tail).sum(-1) - (p_s * tail).sum(-1)
+    per_token = torch.where(torch.tensor(batch.sampled), estimate, (p_s * (logp_s - logp_t)).sum(-1))
   elif settings.divergence == "forward_kl":
     per_token = (p_t * (logp_t - logp_s)).sum(-1)
   elif settings.divergence == "reverse_kl":
@@ -202,8 +220,9 @@ def relative_grad_errors(config, ours, reference: dict) -> dict[str, float]:
 DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl", "jsd")
 CALIBRATION_WEIGHTS = (0.0, 0.7)
 STATS_DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl")   # the ones whose values come from token_stats
+STATS_VARIANTS = (("naive", True), ("naive", False), ("pallas", False))   # (token_stats, tail)
 LOSS_SETTINGS = tuple(loss_settings(d, w) for d in DIVERGENCES for w in CALIBRATION_WEIGHTS) + tuple(
-    loss_settings(d, 0.7, impl) for d in STATS_DIVERGENCES for impl in ("naive", "pallas"))
+    loss_settings(d, 0.7, impl, tail) for d in STATS_DIVERGENCES for impl, tail in STATS_VARIANTS)
 
 
 @pytest.fixture(scope="module")
@@ -366,8 +385,9 @@ def test_non_finite_step_leaves_the_state_unchanged(pairs):
 @pytest.mark.parametrize("impl", ["xla_chunked", "pallas"])
 def test_streamed_token_stats_give_the_naive_loss_and_gradient(our_losses, name, divergence, impl):
   """xla_chunked and the Pallas kernels (interpret mode here) through the whole loss and its gradient."""
-  chunked = our_losses(name)[loss_settings(divergence, 0.7, impl)]
-  naive = our_losses(name)[loss_settings(divergence, 0.7, "naive")]
+  tail = impl != "pallas"
+  chunked = our_losses(name)[loss_settings(divergence, 0.7, impl, tail)]
+  naive = our_losses(name)[loss_settings(divergence, 0.7, "naive", tail)]
   np.testing.assert_allclose(chunked[0], naive[0], rtol=1e-5, atol=LOSS_ATOL)
   for key in naive[1]:   # divergence, calibration_ce, entropy, kl_estimate, loss_tokens
     np.testing.assert_allclose(chunked[1][key], naive[1][key], rtol=1e-5, atol=LOSS_ATOL, err_msg=key)

@@ -11,8 +11,14 @@ The loss sees completion token t of a row at column P - 1 + t of that side's
 logits (P = Ps or Pt).
 
 Policies (counted in `DistillBatch.counts`, never a crash):
-  overlong prompt     a student or teacher prompt over `max_prompt_tokens` drops the example
-                      (a left-truncated chat prompt would lose its system message)
+  overlong prompt     `overlong_prompts` (prompt_fit.py): "truncate" cuts the start of the question until the
+                      student and teacher prompts fit, "drop" leaves the example out (dropped_overlong,
+                      truncated_prompts). A teacher prompt built after the rollouts (the note, a correct
+                      solution) that is still over its budget (`teacher_budget`) gets its question cut for the
+                      teacher alone (teacher_cut); if nothing fits, a correct_solution teacher falls back to the
+                      demonstration, else the prompt's loss mask is zeroed (teacher_overlong)
+  completion rewrite  rows whose confidence line could not be spliced after the sampled body (rewrite.py):
+                      re-encoded whole (rewrite_reencode), or not spelled exactly by the tokenizer (rewrite_inexact)
   no correct rollout  in correct_solution mode: "demo" uses the demonstration instead,
                       "skip" zeroes that prompt's loss mask
 """
@@ -22,6 +28,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from caopd_jax.calibration.prompt_fit import POLICIES, cut_question, fit_example
 from caopd_jax.calibration.rewrite import rewrite_batch
 from caopd_jax.calibration.verifiers import get_verifier
 from caopd_jax.data.example import Example
@@ -32,24 +39,35 @@ from caopd_jax.tokenizers.base import Tokenizer
 @dataclasses.dataclass(frozen=True)
 class DistillSettings:
   """calibrate: CaOPD's rewrite on (False = the plain SDFT/OPD baseline). teacher_mode: "demo" or
-  "correct_solution"; no_correct_policy: "demo" or "skip" (correct_solution mode only)."""
+  "correct_solution"; no_correct_policy: "demo" or "skip" (correct_solution mode only); overlong_prompts:
+  "truncate" or "drop" (prompt_fit.py)."""
   calibrate: bool = True
   teacher_mode: str = "demo"
   no_correct_policy: str = "demo"
   max_prompt_tokens: int = 1024
   max_completion_tokens: int = 1024
   prompts: PromptConfig = PromptConfig()
+  overlong_prompts: str = "truncate"
+
+  @property
+  def teacher_budget(self) -> int:
+    """Longest teacher prompt: max_prompt_tokens, plus max_completion_tokens for a correct_solution teacher
+    (its privileged text is a rollout)."""
+    return self.max_prompt_tokens + (self.max_completion_tokens if self.teacher_mode == "correct_solution" else 0)
 
   def __post_init__(self):
     if self.teacher_mode not in ("demo", "correct_solution"):
       raise ValueError(f"teacher_mode must be 'demo' or 'correct_solution', got {self.teacher_mode!r}")
     if self.no_correct_policy not in ("demo", "skip"):
       raise ValueError(f"no_correct_policy must be 'demo' or 'skip', got {self.no_correct_policy!r}")
+    if self.overlong_prompts not in POLICIES:
+      raise ValueError(f"overlong_prompts must be one of {POLICIES}, got {self.overlong_prompts!r}")
 
 
 class Prompts(NamedTuple):
-  """The examples kept for this step, their tokenized student prompts, the number dropped, and where each
-  kept example was in the input (kept[i]: index of examples[i] in the batch given to prepare_prompts)."""
+  """The examples kept for this step (cut to fit where the policy says so), their tokenized student prompts, the
+  number dropped, and where each kept example was in the input (kept[i]: index of examples[i] in the batch given to
+  prepare_prompts)."""
   examples: list[Example]
   ids: list[list[int]]
   dropped_overlong: int
@@ -61,9 +79,11 @@ class DistillBatch(NamedTuple):
 
   student_tokens int32 [R, Ps + C], student_mask bool [R, Ps + C]; teacher_tokens / teacher_mask
   [R, Pt + C]; completion int32 [R, C]; loss_mask float32 [R, C]; confidence_mask float32 [R, C] (the
-  rewritten confidence value's tokens, for the calibration term; 0 without calibration); sampled_logprobs float32 [R, C]
-  (model log-probs at sampling time, 0 where the completion was edited); edited bool [R];
-  correct bool [P, K]; stats: per-prompt arrays (rewrite.rollout_stats); counts: policy counters.
+  rewritten confidence value's tokens, for the calibration term; 0 without calibration); sampled bool [R, C]: the
+  token is the student's own sample, unchanged (False on the rewritten confidence line, EOS and re-encoded text);
+  sample_logprob float32 [R, C]: its log-prob under the sampler's distribution (Rollouts.logprobs);
+  sample_threshold float32 [R, C]: the sampler's support as a raw logit (Rollouts.thresholds); edited bool [R];
+  correct bool [P, K]; stats: per-prompt arrays (rewrite.rollout_stats); counts: policy counters (module docstring).
   """
   student_tokens: np.ndarray
   student_mask: np.ndarray
@@ -72,7 +92,9 @@ class DistillBatch(NamedTuple):
   completion: np.ndarray
   loss_mask: np.ndarray
   confidence_mask: np.ndarray
-  sampled_logprobs: np.ndarray
+  sampled: np.ndarray
+  sample_logprob: np.ndarray
+  sample_threshold: np.ndarray
   edited: np.ndarray
   correct: np.ndarray
   stats: dict
@@ -80,18 +102,29 @@ class DistillBatch(NamedTuple):
 
 
 def prepare_prompts(examples: Sequence[Example], tokenizer: Tokenizer, settings: DistillSettings) -> Prompts:
-  """Tokenized student prompts; examples whose student or (demo) teacher prompt is over budget are dropped."""
-  kept, ids, dropped, where = [], [], 0, []
+  """Tokenized student prompts of the examples within budget under `settings.overlong_prompts` (prompt_fit.py)."""
+  kept, ids, where = [], [], []
   for index, example in enumerate(examples):
-    student = tokenizer.encode(render(tokenizer, student_messages(example, settings.prompts)))
-    teacher = tokenizer.encode(render(tokenizer, teacher_messages(example, "demo", config=settings.prompts)))
-    if max(len(student), len(teacher)) > settings.max_prompt_tokens:
-      dropped += 1
-      continue
-    kept.append(example)
-    ids.append(student)
-    where.append(index)
-  return Prompts(kept, ids, dropped, where)
+    fitted = fit_example(example, tokenizer, settings)
+    if fitted is not None:
+      kept.append(fitted.example)
+      ids.append(fitted.student_ids)
+      where.append(index)
+  return Prompts(kept, ids, len(examples) - len(kept), where)
+
+
+def _teacher_ids(example: Example, mode: str, solution: str | None, target: str | None, tokenizer: Tokenizer,
+                 settings: DistillSettings) -> tuple[list[int] | None, bool]:
+  """(teacher prompt ids within settings.teacher_budget, the question had to be cut for them); None if none fit."""
+  def encode(ex: Example) -> list[int]:
+    return tokenizer.encode(render(tokenizer, teacher_messages(ex, mode, solution=solution, target=target,
+                                                               config=settings.prompts)))
+
+  ids = encode(example)
+  if len(ids) <= settings.teacher_budget:
+    return ids, False
+  cut = cut_question(example, lambda ex: len(encode(ex)) <= settings.teacher_budget)
+  return (None, False) if cut is None else (encode(cut), True)
 
 
 def _left_pad(rows: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +147,11 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
   c = settings.max_completion_tokens
   rewritten = rewrite_batch(tokenizer, rollouts.tokens, rollouts.lengths, correct, max_tokens=c,
                             eos_id=tokenizer.eos_id, enabled=settings.calibrate)
-  counts = {"dropped_overlong": prompts.dropped_overlong, "no_correct_fallback": 0, "skipped_no_correct": 0,
-            "truncated_body": int(rewritten.truncated_body.sum())}
+  counts = {"dropped_overlong": prompts.dropped_overlong,
+            "truncated_prompts": sum(ex.question_cut > 0 for ex in examples), "no_correct_fallback": 0,
+            "skipped_no_correct": 0, "truncated_body": int(rewritten.truncated_body.sum()), "teacher_cut": 0,
+            "teacher_overlong": 0, "rewrite_reencode": rewritten.paths.get("reencode", 0),
+            "rewrite_inexact": rewritten.paths.get("inexact", 0)}
   teacher_ids, keep = [], np.ones(num_prompts, bool)
   for p, example in enumerate(examples):
     target = rewritten.stats["target"][p] if settings.calibrate else None
@@ -130,8 +166,14 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
         mode = "demo"
         keep[p] = False
         counts["skipped_no_correct"] += 1
-    messages = teacher_messages(example, mode, solution=solution, target=target, config=settings.prompts)
-    teacher_ids.append(tokenizer.encode(render(tokenizer, messages)))
+    ids, cut = _teacher_ids(example, mode, solution, target, tokenizer, settings)
+    if ids is None and mode == "correct_solution":
+      ids, cut = _teacher_ids(example, "demo", None, target, tokenizer, settings)
+    if ids is None:   # not even the demonstration fits: the prompt is kept for the batch's shape, without loss
+      ids, keep[p] = tokenizer.encode(render(tokenizer, student_messages(example, settings.prompts))), False
+      counts["teacher_overlong"] += 1
+    counts["teacher_cut"] += cut
+    teacher_ids.append(ids)
 
   pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
   repeat = lambda rows: [row for row in rows for _ in range(k)]  # noqa: E731
@@ -141,14 +183,18 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
   kept_rows = np.repeat(keep, k)[:, None]
   loss_mask = (completion_mask & kept_rows).astype(np.float32)
   confidence_mask = (rewritten.confidence_mask.astype(bool) & kept_rows).astype(np.float32)
-  sampled = np.zeros((num_prompts * k, c), np.float32)
-  n = min(c, rollouts.model_logprobs.shape[2])
-  sampled[:, :n] = rollouts.model_logprobs.reshape(num_prompts * k, -1)[:, :n]
-  sampled[rewritten.edited] = 0.0
+
+  def per_token(values: np.ndarray, fill) -> np.ndarray:   # [P, K, N] sampler output -> [R, C]
+    out = np.full((num_prompts * k, c), fill, np.float32)
+    n = min(c, values.shape[2])
+    out[:, :n] = values.reshape(num_prompts * k, -1)[:, :n]
+    return out
+
   return DistillBatch(
       student_tokens=np.concatenate([student_prompt, rewritten.ids], axis=1),
       student_mask=np.concatenate([student_prompt_mask, completion_mask], axis=1),
       teacher_tokens=np.concatenate([teacher_prompt, rewritten.ids], axis=1),
       teacher_mask=np.concatenate([teacher_prompt_mask, completion_mask], axis=1),
-      completion=rewritten.ids, loss_mask=loss_mask, confidence_mask=confidence_mask, sampled_logprobs=sampled, edited=rewritten.edited,
-      correct=correct, stats=rewritten.stats, counts=counts)
+      completion=rewritten.ids, loss_mask=loss_mask, confidence_mask=confidence_mask, sampled=rewritten.sampled_mask,
+      sample_logprob=per_token(rollouts.logprobs, 0.0), sample_threshold=per_token(rollouts.thresholds, -np.inf),
+      edited=rewritten.edited, correct=correct, stats=rewritten.stats, counts=counts)

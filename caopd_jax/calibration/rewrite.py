@@ -7,16 +7,24 @@ Text level, for the teacher side and for checks:
                                     to a demonstration that has none)
   confidence_note(target)           the note for the teacher prompt
 
-Token level, for the student completions (`rewrite_completion`, `rewrite_batch`).
-Token-boundary policy: the body is NOT re-encoded. It is the longest prefix of
-the SAMPLED ids whose decoded text is a prefix of strip_confidence(decoded
-completion): the cut falls at the last whole token before the `Confidence:` key
-(and before trailing whitespace). A token that straddles the key, or that joins
-the last body character with following whitespace (".\\n"), is dropped with
-what it carries. So the body stays an exact prefix of what the student sampled
-and only the new line is tokenizer output: "\\nConfidence: {target}" encoded as
-it follows a non-space character, then EOS. If that exceeds `max_tokens`, the
-body is cut to fit (possibly mid-character); the confidence line never is.
+Token level, for the student completions (`rewrite_completion`, `rewrite_batch`). With
+  body = strip_confidence(decode(sampled ids up to the first stop id))   (text level: from the first key on removed)
+  want = with_confidence(body, target)
+the revised completion is ids with decode(ids) == want, then EOS. Token-boundary policy: keep the sampled ids up to
+the last one that lies wholly inside the body (the most leading ids whose text is a prefix of the body) and encode
+the rest of `want` after them: the body characters of a token that straddles the body's end (Qwen's, Llama 3's and
+OLMo's `>\\n`, `}\\n`, whose `>` / `}` must stay) and the confidence line. The splice is checked by decoding it:
+  splice    decode == want: the sampled ids kept, the rest encoded (plainly, or after an anchor whose ids are then
+            dropped, for tokenizers that put a dummy-prefix space before text encoded on its own: SentencePiece);
+  reencode  else the body re-encoded whole (the reference's way) and spliced the same way, if that is exact;
+  inexact   else the tokenizer cannot spell `want` (decode(encode(want)) != want, e.g. Qwen's NFC normalizer
+            composing an "e" + U+0301 in the re-encoded part): the first splice, whose text then equals `want`
+            after the tokenizer's own round trip; no character is dropped.
+`sampled` counts the leading ids that are the student's own samples at their sampled positions (the kept ids;
+for reencode, the re-encoded body's common prefix with the sample); every later id (the rest, the confidence
+line, EOS) is tokenizer output. If the result exceeds `max_tokens`, the body is cut: fewer sampled ids are kept
+(ending on a character boundary) and only the confidence line is encoded after them; the line is never cut.
+Cost per completion: one decode per binary-search step (log2 of its length), one per checked splice.
 """
 
 from typing import NamedTuple, Sequence
@@ -67,10 +75,14 @@ def confidence_note(target: str, template: str = DEFAULT_NOTE) -> str:
 
 # --- token level
 class RewrittenCompletion(NamedTuple):
-  """ids: the revised completion; loss_mask: 1 per id (all are trained); truncated_body: the body was cut to fit."""
+  """ids: the revised completion, EOS last; loss_mask: 1 per id (all are trained); truncated_body: the body was cut
+  to fit; sampled: how many leading ids are the student's own sampled ids, unchanged at their sampled positions
+  (all later ids are tokenizer output); path: "splice", "reencode" or "inexact" (module docstring)."""
   ids: list[int]
   loss_mask: list[int]
   truncated_body: bool
+  sampled: int
+  path: str
 
 
 def confidence_line_ids(tokenizer: Tokenizer, target: str) -> list[int]:
@@ -82,7 +94,8 @@ def confidence_line_ids(tokenizer: Tokenizer, target: str) -> list[int]:
 
 
 def value_token_count(tokenizer: Tokenizer, line_ids: list[int], target: str) -> int:
-  """How many trailing ids of the confidence line spell the value: the fewest whose text contains `target`."""
+  """How many trailing ids of `line_ids` (a confidence line, or a completion ending with one) spell the value:
+  the fewest whose text contains `target`."""
   return next(n for n in range(1, len(line_ids) + 1) if target in tokenizer.decode(line_ids[-n:]))
 
 
@@ -91,16 +104,18 @@ def _until_stop(ids: Sequence[int], stop_ids: set[int]) -> list[int]:
   return next((ids[:n] for n, i in enumerate(ids) if i in stop_ids), ids)
 
 
-def _body_length(tokenizer: Tokenizer, ids: list[int], body: str) -> int:
-  """Largest n such that decode(ids[:n]) is a prefix of `body` (module docstring).
+def _inside(tokenizer: Tokenizer, ids: list[int], body: str) -> int:
+  """The most leading ids, of all of `ids`, whose decoded text is a prefix of `body`.
 
   Binary search on the test "decode(ids[:n]) without trailing U+FFFD is a prefix of body", which
-  holds up to the cut and fails after it (a token ending inside a UTF-8 character decodes to U+FFFD
+  holds up to the body's end and fails after it (a token ending inside a UTF-8 character decodes to U+FFFD
   until the character completes, so the full test could fail inside the body), then a step back to
   the last n whose full decode is a prefix.
   """
   decoded = lambda n: tokenizer.decode(ids[:n])  # noqa: E731
-  low, high = 0, len(ids) + 1  # the test holds at low and fails at high
+  if body.startswith(decoded(len(ids))):
+    return len(ids)
+  low, high = 0, len(ids)  # the test holds at low and fails at high
   while high - low > 1:
     mid = (low + high) // 2
     if body.startswith(decoded(mid).rstrip("\ufffd")):
@@ -112,9 +127,45 @@ def _body_length(tokenizer: Tokenizer, ids: list[int], body: str) -> int:
   return low
 
 
+def _tail(tokenizer: Tokenizer, ids: list[int], k: int, head_text: str, rest: str, exact: bool) -> list[int] | None:
+  """Ids spelling `rest` after ids[:k] (text `head_text`): the first candidate that decodes exactly (the first
+  when not `exact`): `rest` encoded alone, or after an anchor whose ids are dropped (for SentencePiece's dummy
+  prefix), or ids[k:] themselves (a sample whose own line is right, or the reference's encoding of it all)."""
+  candidates = [tokenizer.encode(rest)]
+  for anchor in (_ANCHOR, "\n"):
+    anchor_ids, joined = tokenizer.encode(anchor), tokenizer.encode(anchor + rest)
+    if joined[:len(anchor_ids)] == anchor_ids:
+      candidates.append(joined[len(anchor_ids):])
+  candidates.append(ids[k:])
+  return next((tail for tail in candidates if tokenizer.decode(ids[:k] + tail) == head_text + rest),
+              None if exact else candidates[0])
+
+
+def _splice(tokenizer: Tokenizer, ids: list[int], body: str, line: str, budget: int, line_ids: list[int],
+            exact: bool) -> tuple[list[int], int, bool] | None:
+  """(ids[:k] + tail, k, body cut) with at most `budget` ids; None when no tail is exact (module docstring)."""
+  k = _inside(tokenizer, ids, body)
+  head_text = tokenizer.decode(ids[:k])
+  tail = _tail(tokenizer, ids, k, head_text, body[len(head_text):] + line, exact)
+  cut = False
+  while tail is not None and k + len(tail) > budget:  # cut the body; only the confidence line follows it
+    if k == 0:
+      raise CaopdError(f"the completion budget of {budget + 1} tokens cannot hold the confidence line "
+                       f"({len(tail)} tokens and EOS); raise the maximum completion length")
+    k = _inside(tokenizer, ids[:max(0, min(k - 1, budget - len(line_ids)))], body)
+    head_text = tokenizer.decode(ids[:k])
+    tail, cut = _tail(tokenizer, ids[:k], k, head_text, line, exact), True  # ids[:k]: no own ids after a cut
+  return None if tail is None else (ids[:k] + tail, k, cut)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+  return next((n for n, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def rewrite_completion(tokenizer: Tokenizer, completion_ids: Sequence[int], target: str, max_tokens: int,
                        eos_id: int, line_ids: list[int] | None = None) -> RewrittenCompletion:
-  """The CaOPD completion: sampled body ids, then "\\nConfidence: {target}" and `eos_id` (module docstring).
+  """The CaOPD completion: decode(ids[:-1]) == strip_confidence(decoded sample) + "\\nConfidence: {target}", then
+  `eos_id` (module docstring: token-boundary policy, paths, the exception for tokenizers that cannot spell it).
 
   Args:
     completion_ids: sampled ids; everything from the first of `tokenizer.stop_ids` or `eos_id` on is dropped.
@@ -123,16 +174,20 @@ def rewrite_completion(tokenizer: Tokenizer, completion_ids: Sequence[int], targ
     line_ids: confidence_line_ids(tokenizer, target), when the caller has it already.
   """
   ids = _until_stop(completion_ids, set(tokenizer.stop_ids) | {eos_id})
-  text = tokenizer.decode(ids)
-  body = strip_confidence(text)
-  n = len(ids) if body == text else _body_length(tokenizer, ids, body)
-  tail = (confidence_line_ids(tokenizer, target) if line_ids is None else line_ids) + [eos_id]
-  budget = max_tokens - len(tail)
-  if budget < 0:
+  line_ids = confidence_line_ids(tokenizer, target) if line_ids is None else line_ids
+  if len(line_ids) + 1 > max_tokens:
     raise CaopdError(f"the completion budget max_tokens={max_tokens} cannot hold the confidence line "
-                     f"({len(tail)} tokens with EOS); raise the maximum completion length")
-  out = ids[:min(n, budget)] + tail
-  return RewrittenCompletion(out, [1] * len(out), n > budget)
+                     f"({len(line_ids) + 1} tokens with EOS); raise the maximum completion length")
+  body, line = strip_confidence(tokenizer.decode(ids)), with_confidence("", target)
+  splice = lambda source, exact: _splice(tokenizer, source, body, line, max_tokens - 1, line_ids, exact)  # noqa: E731
+  out, path = splice(ids, True), "splice"
+  if out is None:
+    out, path = splice(tokenizer.encode(body + line), True), "reencode"
+  if out is None:
+    out, path = splice(ids, False), "inexact"
+  out_ids, kept, cut = out
+  sampled = _common_prefix(out_ids[:kept], ids) if path == "reencode" else kept
+  return RewrittenCompletion(out_ids + [eos_id], [1] * (len(out_ids) + 1), cut, sampled, path)
 
 
 class RewrittenBatch(NamedTuple):
@@ -140,17 +195,23 @@ class RewrittenBatch(NamedTuple):
 
   ids int32 [P*K, max_tokens] (pad_id after each row's end); loss_mask int32 [P*K, max_tokens]
   (1 on every completion token, confidence line and EOS included); confidence_mask int32 [P*K, max_tokens]
-  (1 on the ids that spell the rewritten confidence value, e.g. "0.62"; all 0 when disabled); lengths int32 [P*K];
+  (1 on the ids that spell the rewritten confidence value, e.g. "0.62"; all 0 when disabled);
+  sampled_mask bool [P*K, max_tokens]: True exactly on the student's own sampled ids, unchanged at their
+  positions (RewrittenCompletion.sampled; False on encoded ids, the confidence line, EOS and padding; when
+  disabled, True on every real position); lengths int32 [P*K];
   edited bool [P*K]: ids differ from the sampled ones (no sampling-time importance correction there);
-  truncated_body bool [P*K]; stats: rollout_stats of the ORIGINAL rollouts, per prompt.
+  truncated_body bool [P*K]; stats: rollout_stats of the ORIGINAL rollouts, per prompt;
+  paths: {path: rows} of the rewrite paths taken (empty when disabled).
   """
   ids: np.ndarray
   loss_mask: np.ndarray
   confidence_mask: np.ndarray
+  sampled_mask: np.ndarray
   lengths: np.ndarray
   edited: np.ndarray
   truncated_body: np.ndarray
   stats: dict
+  paths: dict
 
 
 def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray, correct: np.ndarray, *,
@@ -169,19 +230,23 @@ def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray,
                      for rows in sampled], dtype=np.float64)  # None -> NaN
   stats = rollout_stats(correct, stated)
   line_ids = {target: confidence_line_ids(tokenizer, target) for target in set(stats["target"])}
-  value_counts = {target: value_token_count(tokenizer, ids, target) for target, ids in line_ids.items()}
-  rows, truncated, values = [], [], []
+  rows, truncated, values, kept, paths = [], [], [], [], {}
   for target, prompt_rows in zip(stats["target"], sampled):
     for row in prompt_rows:
-      values.append(value_counts[target] if enabled else 0)
-      cut = False
       if enabled:
-        row, _, cut = rewrite_completion(tokenizer, row, target, max_tokens, eos_id, line_ids[target])
+        out = rewrite_completion(tokenizer, row, target, max_tokens, eos_id, line_ids[target])
+        row, cut, count = out.ids, out.truncated_body, out.sampled
+        values.append(value_token_count(tokenizer, row[:-1], target))
+        paths[out.path] = paths.get(out.path, 0) + 1
       elif len(row) > max_tokens:
         raise CaopdError(f"a sampled completion has {len(row)} tokens, more than max_tokens={max_tokens}; "
                          "sample at most max_tokens new tokens")
+      else:
+        cut, count = False, len(row)
+        values.append(0)
       rows.append(row)
       truncated.append(cut)
+      kept.append(count)
   ids = np.full((len(rows), max_tokens), pad_id, dtype=np.int32)
   out_lengths = np.array([len(r) for r in rows], dtype=np.int32)
   for i, row in enumerate(rows):
@@ -190,5 +255,7 @@ def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray,
   loss_mask = (columns < out_lengths[:, None]).astype(np.int32)
   value_end = out_lengths[:, None] - 1  # the value ends just before EOS
   confidence_mask = ((columns < value_end) & (columns >= value_end - np.array(values)[:, None])).astype(np.int32)
-  edited = np.array([row != original for row, original in zip(rows, sum(sampled, []))], dtype=bool)
-  return RewrittenBatch(ids, loss_mask, confidence_mask, out_lengths, edited, np.array(truncated, dtype=bool), stats)
+  sampled_mask = columns < np.array(kept)[:, None]
+  edited = np.array([row != original for row, original in zip(rows, (r for rs in sampled for r in rs))], dtype=bool)
+  return RewrittenBatch(ids, loss_mask, confidence_mask, sampled_mask, out_lengths, edited,
+                        np.array(truncated, dtype=bool), stats, paths)

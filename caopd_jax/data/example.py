@@ -21,6 +21,8 @@ class Example:
       the source has none (eval sets); prompts then use `sources.fallback_demonstration`.
     messages: tuple of {"role": str, "content": str} | None, the source's chat-formatted prompt
       (science: system + user); None when the source has a plain-text prompt.
+    question_cut: int, leading characters cut from the question to fit the prompt budget
+      (calibration/prompt_fit.py); 0 for an example as its source has it.
   """
   id: str
   question: str
@@ -30,3 +32,4 @@ class Example:
   system: str | None = None
   demonstration: str | None = None
   messages: tuple[dict, ...] | None = None
+  question_cut: int = 0

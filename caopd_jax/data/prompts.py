@@ -2,7 +2,8 @@
 
 Student: the source's messages (or [system, user(question)]) with the confidence instruction added:
   mcq / arithmetic  appended to the system message, which states the answer format (the
-                    source's system message, else PromptConfig.mcq_system / .arithmetic_system);
+                    source's system message, else PromptConfig.mcq_system / .arithmetic_system),
+                    unless that message already asks for a `Confidence:` line;
   tooluse           inserted as a line just before the prompt's `Begin!` line, inside the
                     format block (appended to the last user message when there is no `Begin!`).
 In-context turns (PromptConfig.fewshot, default none, as in the paper): (user, assistant) pairs placed
@@ -26,6 +27,7 @@ demonstration for science; we do not).
 import dataclasses
 import re
 
+from caopd_jax.calibration.confidence import CONFIDENCE_KEY
 from caopd_jax.calibration.rewrite import DEFAULT_NOTE, confidence_note, patch_demonstration
 from caopd_jax.data.example import Example
 from caopd_jax.data.sources import fallback_demonstration
@@ -94,7 +96,8 @@ def student_messages(example: Example, config: PromptConfig = PromptConfig()) ->
   if messages[0]["role"] != "system":
     default = config.mcq_system if example.verifier == "mcq" else config.arithmetic_system
     messages.insert(0, {"role": "system", "content": default})
-  messages[0]["content"] = f"{messages[0]['content'].rstrip()}\n\n{config.confidence_instruction}"
+  if not CONFIDENCE_KEY.search(messages[0]["content"]):   # a source's system message may ask for it already
+    messages[0]["content"] = f"{messages[0]['content'].rstrip()}\n\n{config.confidence_instruction}"
   return _with_fewshot(messages, config)
 
 

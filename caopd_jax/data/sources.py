@@ -2,18 +2,34 @@
 
 Sources:
   save_to_disk folders  the paper's sets (Hugging Face `datasets.save_to_disk`: Arrow IPC stream
-                        files + state.json), read with pyarrow; `datasets` is not needed.
-      science:  `prompt` (list of {role, content}: system + user), `answer` (letter); train rows
-                also `messages` and `output_text`. The demonstration is `output_text`; `messages`
-                (the reference's pre-built student prompt) is not read: prompts.py builds the
-                student prompt from `prompt`.
-      tooluse:  `prompt` (str: tools, format, `Begin!` line, question), `name`, `description`,
-                `nl_documentation`, `instruction`, `golden_answer` (list of {Action, Action_Input});
-                train rows also `golden_response` (list of str, one per step). The demonstration
-                is the steps joined with "\n", as the reference does.
+                        files + state.json), read with pyarrow; `datasets` is not needed. Each file's
+                        schema is the first of SCHEMAS whose columns it has:
+      science eval:   `prompt` (list of {role, content}: system + user), `answer` (letter); an
+                      `output_text` column, when present, is the demonstration.
+      science train:  `messages` (list of {role, content}: system + user) and `output_text` (the
+                      demonstration), the reference's train split. `messages` plays the part of `prompt`
+                      (Example.messages, .system, .question). It has no `answer` column: the gold letter is
+                      the content of the demonstration's LAST closed `<answer>...</answer>`, stripped and
+                      upper-cased: the tag the mcq verifier reads, so a demonstration is always verified
+                      correct against its own gold (an earlier tag may be a quoted format example). A
+                      demonstration without such a one-letter tag is an error naming file and row (a silent
+                      skip would change the training set unseen). The reference reads the absent `answer`
+                      column as "", scores every science rollout wrong and trains toward P_acc = 0.00 on
+                      every question (CAOPD.md section 10); reading the gold letter from the demonstration
+                      fixes that. A file with both science schemas' columns is read as science eval.
+      tooluse (eval and train): `prompt` (str: tools, format, `Begin!` line, question), `name`,
+                      `description`, `nl_documentation`, `instruction`, `golden_answer` (list of {Action,
+                      Action_Input}); train rows also `golden_response` (list of str, one per step): the
+                      demonstration is the steps joined with "\n", as the reference does.
       A demonstration without a `Confidence:` line gets "\nConfidence: 1.00" appended (it is gold).
       Eval rows have no demonstration (Example.demonstration is None); the teacher context then
       uses `fallback_demonstration(example)`, the gold answer written as a minimal answer.
+  named datasets        "science" / "tooluse" and a split: the first existing folder of `<name>_<split>`
+                        (our layout, e.g. science_eval) and `<name>_data/<split>_data` (the reference
+                        repository's, e.g. science_data/eval_data) under the data root: the `data_dir`
+                        argument (the train config's data.data_dir), else $CAOPD_DATA_DIR, else `data` in the
+                        working directory. The paper's sets: PAPER_SETS (the reference's data/ folder can be
+                        the data root as it is).
   JSONL files           one JSON object per line (blank lines skipped):
       question (str, required), answer (required: str letter for mcq, int for arithmetic,
       list of {Action, Action_Input} for tooluse; a non-string Action_Input is JSON-encoded),
@@ -25,32 +41,52 @@ Sources:
 import glob
 import json
 import os
+import re
 
 import pyarrow as pa
 import pyarrow.ipc
 
 from caopd_jax.calibration.confidence import confidence_start
 from caopd_jax.calibration.rewrite import with_confidence
-from caopd_jax.calibration.verifiers import VERIFIERS
+from caopd_jax.calibration.verifiers import VERIFIERS, parse_mcq_answer, verify_mcq
 from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.data.example import Example
 from caopd_jax.errors import CaopdError, InputNotFoundError
 
 DATA_DIR_ENV = "CAOPD_DATA_DIR"
 DATASETS = ("science", "tooluse", "arithmetic")
-SCHEMAS = {  # schema -> (columns every row needs, train-only columns)
-    "science": (("prompt", "answer"), ("messages", "output_text")),
-    "tooluse": (("prompt", "name", "description", "nl_documentation", "instruction", "golden_answer"),
-                ("golden_response",)),
-}
+PAPER_SETS = ("the paper's sets come from the reference repository github.com/SalesforceAIResearch/CaOPD, folders "
+              "data/science_data/{train_data,eval_data} and data/tooluse_data/{train_data,eval_data} (CC BY-NC 4.0)")
+TOOLUSE_COLUMNS = ("prompt", "name", "description", "nl_documentation", "instruction", "golden_answer")
 FULL_CONFIDENCE = "1.00"  # the confidence written into gold demonstrations
+_LETTER = re.compile(r"[A-Z]")  # a gold letter read from a demonstration
 EVAL_SEED_OFFSET = 1_000_003  # arithmetic eval items come from seed + this, so train and eval differ
 
 
 def default_data_dir() -> str:
-  """$CAOPD_DATA_DIR, else `../shared/data` beside the repository holding this package."""
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return os.environ.get(DATA_DIR_ENV) or os.path.join(os.path.dirname(repo), "shared", "data")
+  """$CAOPD_DATA_DIR, else `data` (relative to the working directory)."""
+  return os.environ.get(DATA_DIR_ENV) or "data"
+
+
+def dataset_folder(name: str, split: str, data_dir: str | None = None) -> str:
+  """The save_to_disk folder of named dataset `name`, `split`: `<name>_<split>`, else `<name>_data/<split>_data`
+  under `data_dir` (default: default_data_dir()).
+
+  Raises:
+    InputNotFoundError saying where it looked, how to point elsewhere, and where the paper's sets come from.
+  """
+  root = data_dir or default_data_dir()
+  looked = [os.path.join(root, f"{name}_{split}"), os.path.join(root, f"{name}_data", f"{split}_data")]
+  found = [folder for folder in looked if os.path.isdir(folder)]
+  if found:
+    return found[0]
+  origin = ("given as data_dir" if data_dir else f"from ${DATA_DIR_ENV}" if os.environ.get(DATA_DIR_ENV)
+            else f"the default, as ${DATA_DIR_ENV} is not set")
+  raise InputNotFoundError(
+      f"dataset '{name}' split '{split}': neither {os.path.abspath(looked[0])} nor {os.path.abspath(looked[1])} "
+      f"exists (data root {os.path.abspath(root)}, {origin}). Put the save_to_disk folder there, or point to the "
+      f"data root with ${DATA_DIR_ENV} or the train config's data.data_dir; {PAPER_SETS}, and that data/ folder "
+      "works as the data root")
 
 
 def with_confidence_line(text: str) -> str:
@@ -108,23 +144,40 @@ def _field(row: dict, name: str, where: str):
   return value
 
 
-def _science_example(row: dict, where: str, row_id: str) -> Example:
-  prompt = _field(row, "prompt", where)
-  messages = tuple({key: _field(row, f"prompt[{k}].{key}", where) for key in ("role", "content")}
-                   for k in range(len(prompt)))
+def _chat_messages(row: dict, column: str, where: str) -> tuple[dict, ...]:
+  """The {role, content} messages of `column`, every field set and a user message among them."""
+  messages = tuple({key: _field(row, f"{column}[{k}].{key}", where) for key in ("role", "content")}
+                   for k in range(len(_field(row, column, where))))
+  if not any(m["role"] == "user" for m in messages):
+    raise CaopdError(f"{where}: field '{column}' has no user message; it must be [system, user] chat messages")
+  return messages
+
+
+def _mcq_example(messages: tuple[dict, ...], answer: str, demo: str | None, row_id: str) -> Example:
   system = next((m["content"] for m in messages if m["role"] == "system"), None)
-  users = [m["content"] for m in messages if m["role"] == "user"]
-  if not users:
-    raise CaopdError(f"{where}: field 'prompt' has no user message; it must be [system, user] chat messages")
-  demo = None
-  if "output_text" in row:
-    demo = with_confidence_line(_field(row, "output_text", where))
-  return Example(id=row_id, question=users[-1], answer=_field(row, "answer", where).strip(), verifier="mcq",
-                 task="science", system=system, demonstration=demo, messages=messages)
+  question = [m["content"] for m in messages if m["role"] == "user"][-1]
+  return Example(id=row_id, question=question, answer=answer, verifier="mcq", task="science", system=system,
+                 demonstration=None if demo is None else with_confidence_line(demo), messages=messages)
+
+
+def _science_eval_example(row: dict, where: str, row_id: str) -> Example:
+  demo = _field(row, "output_text", where) if "output_text" in row else None
+  return _mcq_example(_chat_messages(row, "prompt", where), _field(row, "answer", where).strip(), demo, row_id)
+
+
+def _science_train_example(row: dict, where: str, row_id: str) -> Example:
+  demo = _field(row, "output_text", where)
+  letter = parse_mcq_answer(demo)
+  # verify_mcq holds only for the last closed tag's content (not for parse_mcq_answer's fallbacks)
+  if not (letter and _LETTER.fullmatch(letter) and verify_mcq(demo, letter)):
+    raise CaopdError(f"{where}: field 'output_text' (the demonstration) gives no answer letter: the science train "
+                     "schema has no `answer` column, so the gold letter is the content of the last closed "
+                     f"<answer>X</answer>, one letter; the demonstration ends {demo[-120:]!r}. Fix or remove the row")
+  return _mcq_example(_chat_messages(row, "messages", where), letter, demo, row_id)
 
 
 def _tooluse_example(row: dict, where: str, row_id: str) -> Example:
-  for name in SCHEMAS["tooluse"][0]:
+  for name in TOOLUSE_COLUMNS:
     _field(row, name, where)
   gold = row["golden_answer"]
   if not gold:
@@ -138,30 +191,43 @@ def _tooluse_example(row: dict, where: str, row_id: str) -> Example:
                  demonstration=demo)
 
 
+SCHEMAS = {  # name -> (task, columns every row needs, row reader); the order of detection (module docstring)
+    "science eval": ("science", ("prompt", "answer"), _science_eval_example),
+    "science train": ("science", ("messages", "output_text"), _science_train_example),
+    "tooluse eval/train": ("tooluse", TOOLUSE_COLUMNS, _tooluse_example),
+}
+
+
+def _schema_of(file: str, columns: list[str], task: str) -> str:
+  """The first SCHEMAS name of `task` ("auto": any) whose columns are all in `columns`."""
+  names = [name for name, (of, _, _) in SCHEMAS.items() if task in ("auto", of)]
+  for name in names:
+    if set(SCHEMAS[name][1]) <= set(columns):
+      return name
+  accepted = "; ".join(f"{name} needs {list(SCHEMAS[name][1])}, {[c for c in SCHEMAS[name][1] if c not in columns]} "
+                       "are missing" for name in names)
+  raise CaopdError(f"{file}: columns {columns} match none of the {'accepted' if task == 'auto' else task} schemas "
+                   f"({accepted}); pass a folder of the paper's sets or rename its columns")
+
+
 def read_save_to_disk(path: str, schema: str = "auto") -> list[Example]:
-  """Examples of a `datasets.save_to_disk` folder of the science or tooluse schema.
+  """Examples of a `datasets.save_to_disk` folder of one of SCHEMAS (module docstring).
 
   Args:
     path: the folder (holding state.json and data-*.arrow Arrow IPC stream files).
-    schema: "science", "tooluse", or "auto" (tooluse when a `golden_answer` column exists).
+    schema: "science", "tooluse" (its schemas only), or "auto" (any); each file's columns pick the schema.
   Returns:
     one Example per row, id "<folder name>/<row index>".
   Raises:
-    InputNotFoundError when the folder or its Arrow files are missing; CaopdError naming the file,
-    row and field for a missing column or a null field.
+    InputNotFoundError when the folder or its Arrow files are missing; CaopdError naming the file and
+    its columns when no accepted schema matches, and the file, row and field for a null field.
   """
   if schema not in ("science", "tooluse", "auto"):
     raise CaopdError(f"unknown save_to_disk schema {schema!r}; use 'science', 'tooluse' or 'auto'")
   name, examples = os.path.basename(os.path.normpath(path)), []
   for file in _arrow_files(path):
     table = _read_table(file)
-    kind = schema if schema != "auto" else ("tooluse" if "golden_answer" in table.column_names else "science")
-    required, _ = SCHEMAS[kind]
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-      raise CaopdError(f"{file}: the {kind} schema needs columns {list(required)} but {missing} are missing "
-                       f"(columns: {table.column_names}); pass the right schema or fix the dataset")
-    build = _science_example if kind == "science" else _tooluse_example
+    build = SCHEMAS[_schema_of(file, table.column_names, schema)][2]
     for i, row in enumerate(table.to_pylist()):
       examples.append(build(row, f"{file}: row {i}", f"{name}/{len(examples)}"))
   return examples
@@ -236,21 +302,17 @@ def load_examples(name_or_path: str, split: str = "eval", *, data_dir: str | Non
   """Examples of a named dataset or a path.
 
   Args:
-    name_or_path: "science" / "tooluse" (the save_to_disk folder "<name>_<split>" under the data
-      root), "arithmetic" (the synthetic task), a save_to_disk folder, or a .jsonl file.
+    name_or_path: "science" / "tooluse" (a save_to_disk folder under the data root: dataset_folder),
+      "arithmetic" (the synthetic task), a save_to_disk folder, or a .jsonl file.
     split: for named datasets: "eval" or "train" (any folder suffix for science / tooluse).
-    data_dir: the data root; default $CAOPD_DATA_DIR, else ../shared/data beside the repository.
+    data_dir: the data root; default $CAOPD_DATA_DIR, else `data` in the working directory.
     num_examples, seed, difficulty: for "arithmetic" (see arithmetic.arithmetic_task); the eval
       split uses seed + EVAL_SEED_OFFSET so it does not repeat the train items' stream.
   Raises:
     CaopdError for an unknown name (listing the known ones); InputNotFoundError for a missing path.
   """
   if name_or_path in ("science", "tooluse"):
-    folder = os.path.join(data_dir or default_data_dir(), f"{name_or_path}_{split}")
-    if not os.path.isdir(folder):
-      raise InputNotFoundError(f"dataset '{name_or_path}' split '{split}': folder {folder} does not exist; put the "
-                               f"save_to_disk folder there, set ${DATA_DIR_ENV} or pass data_dir")
-    return read_save_to_disk(folder, schema=name_or_path)
+    return read_save_to_disk(dataset_folder(name_or_path, split, data_dir), schema=name_or_path)
   if name_or_path == "arithmetic":
     if split not in ("train", "eval"):
       raise CaopdError(f"arithmetic has splits 'train' and 'eval', not {split!r}")

@@ -1,8 +1,10 @@
 """What an evaluation leaves in its output folder, and the side-by-side table of several evaluations.
 
-    DIR/inference.json   one record per completion (eval.core.evaluate): response, golden_answer, parsed
-                         answer, confidence, correct, ...; a list, like the CaOPD reference's inference files
-    DIR/metrics.json     metrics.summary (the reference's keys + auroc, reliability, question_level)
+    DIR/inference.json   one record per completion: a list in the CaOPD reference's inference format
+                         (`response`, `golden_answer`: eval/protocols.py), which its eval/run_eval_*.py scripts
+                         read, plus our fields (id, prompt, sample, parsed_answer, correct, confidence, ...)
+    DIR/metrics.json     eval/scoring.summarise: the protocol, metrics.summary (the reference's keys + auroc,
+                         reliability), confidence_notes, decoding (None when scored from a file), question_level
     DIR/reliability.png  reliability diagram and confidence histogram
 """
 
@@ -37,9 +39,10 @@ def read_metrics(folder: str) -> dict:
 
 
 def metrics_table(results: dict[str, dict]) -> str:
-  """A Markdown table: one row per name, the COLUMNS of each metrics summary."""
-  lines = ["| model | " + " | ".join(label for label, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+  """A Markdown table: one row per name, the COLUMNS of each metrics summary and the protocol that scored it."""
+  lines = ["| model | " + " | ".join(label for label, _ in COLUMNS) + " | protocol |",
+           "|---" * (len(COLUMNS) + 2) + "|"]
   for name, summary in results.items():
     cells = ["n/a" if summary.get(key) is None else f"{summary[key]:.3f}" for _, key in COLUMNS]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {summary.get('protocol', 'n/a')} |")
   return "\n".join(lines)

@@ -1,10 +1,10 @@
 """Distillation losses: per-token softmax statistics (streamed over the vocabulary) and divergences."""
 
 from caopd_jax.losses.divergences import (forward_kl, generalized_jsd, masked_mean, reverse_kl,
-                                          sampled_token_reverse_kl_surrogate, streaming_forward_kl,
+                                          sampled_token_reverse_kl, streaming_forward_kl,
                                           streaming_reverse_kl)
 from caopd_jax.losses.token_stats import IMPLEMENTATIONS, TokenStats, token_stats, token_stats_naive
 
 __all__ = ["IMPLEMENTATIONS", "TokenStats", "forward_kl", "generalized_jsd", "masked_mean", "reverse_kl",
-           "sampled_token_reverse_kl_surrogate", "streaming_forward_kl", "streaming_reverse_kl",
+           "sampled_token_reverse_kl", "streaming_forward_kl", "streaming_reverse_kl",
            "token_stats", "token_stats_naive"]

@@ -59,16 +59,45 @@ def generalized_jsd(logp_s, logp_t, alpha: float):
   return alpha * _kl(logp_t, logm) + (1.0 - alpha) * _kl(logp_s, logm)
 
 
-def sampled_token_reverse_kl_surrogate(logp_s_sampled, logp_t_sampled):
-  """REINFORCE surrogate [...] of the sampled-token reverse KL, from log-probs of the sampled tokens [...].
+def sampled_token_reverse_kl(logp_s, logp_t, kl_st, sampled, sample_logp, *, is_cap=0.0, tail_kl=None,
+                             tail_mass=None):
+  """Per-token surrogate [...] whose gradient estimates grad KL(p_s || p_t) at each completion position.
 
-  r = log pi_s(y) - log pi_t(y) is a constant reward (stop-gradient); the surrogate is r * log pi_s(y),
-  so its gradient is r * grad log pi_s(y), whose expectation over y ~ pi_s is grad KL(pi_s || pi_t)
-  (the extra term E[grad log pi_s] is 0). The surrogate's value is not the KL; r itself (its
-  Monte Carlo estimate) is logp_s_sampled - logp_t_sampled.
+  Args (each [...], one value per completion position):
+    logp_s, logp_t: log-probs of the completion token under the student (differentiable) and the teacher.
+    kl_st: the exact KL(p_s || p_t) over the vocabulary at the position (token_stats, with_kl=True).
+    sampled: bool, the token is the student's own sample (False where the CaOPD rewrite put tokens the
+      student never drew: the confidence line, EOS, a re-encoded piece of the body).
+    sample_logp: log q(token) under the distribution the sampler drew it from (temperature, top-k, top-p
+      applied, at sampling-time params), 0 where not sampled.
+    is_cap: truncate the importance weight at this value (TIS); 0 = no truncation (unbiased).
+    tail_kl, tail_mass: token_stats' tail terms for the vocabulary the sampler could not draw (its logits
+      below the sampler's threshold), when top-k / top-p / greedy sampling cut the support; else None.
+  Returns:
+    (surrogate [...], importance weights [...]: min(p_s / q, cap) of the sampled tokens, 1 elsewhere).
+
+  Why it is right. With r(v) = log p_s(v) - log p_t(v) and sum_v grad p_s(v) = 0, the gradient is
+  grad KL = sum_v grad p_s(v) r(v). Split the vocabulary into the sampler's support S and the tail T.
+  - Sampled positions: y ~ q on S, and E_q[(p_s(y) / q(y)) r(y) grad log p_s(y)] = sum_S grad p_s r, so the
+    REINFORCE term w r log p_s(y) with w = p_s / q and r held constant is unbiased for the S part: q may be
+    tempered, filtered or from older params (several optimizer steps per rollout batch). Truncating w at
+    `is_cap` trades a bias for variance (TIS). The T part, sum_T grad p_s r, is the gradient of
+    tail_kl - tail_mass (= sum_T p_s r - sum_T p_s, since grad sum_T p_s r = sum_T grad p_s r + sum_T
+    grad p_s): added exactly, so the sum is unbiased for any temperature, top-k and top-p. The tail is
+    recomputed from the current params with the sampler's threshold: exact when the step's params are the
+    sampler's (one optimizer step per rollout batch, the default), an approximation after that.
+  - Positions the student did not sample: no estimator of the student's choice applies; the exact KL
+    is used, whose gradient is the expectation itself.
+  The surrogate's value is not the KL; `logp_s - logp_t` is its Monte Carlo estimate.
   """
-  reward = jax.lax.stop_gradient(logp_s_sampled - logp_t_sampled)
-  return reward * logp_s_sampled
+  weight = jnp.exp(jax.lax.stop_gradient(logp_s) - sample_logp)
+  if is_cap:
+    weight = jnp.minimum(weight, is_cap)
+  reward = jax.lax.stop_gradient(weight * (logp_s - logp_t))
+  estimate = reward * logp_s
+  if tail_kl is not None:
+    estimate = estimate + tail_kl - tail_mass
+  return jnp.where(sampled, estimate, kl_st), jnp.where(sampled, weight, 1.0)
 
 
 def streaming_forward_kl(h_s, w_s, h_t, w_t, *, temperature=1.0, chunk_size=4096):

@@ -50,6 +50,8 @@ class Rollouts(NamedTuple):
   truncated = ~stopped (ran out of max_new_tokens). logprobs float32 [P, K, N]: log-prob of each
   token under the distribution it was drawn from (temperature/top-k/top-p applied; 0 for greedy);
   model_logprobs float32 [P, K, N]: under the unmodified model (temperature 1). Both 0 where ~mask.
+  thresholds float32 [P, K, N]: the support of that distribution at each step, as a raw logit: the token
+  could be any v with logit >= threshold (`sampling.choose`); -inf where ~mask or nothing was filtered.
   """
   tokens: np.ndarray
   mask: np.ndarray
@@ -57,6 +59,7 @@ class Rollouts(NamedTuple):
   stopped: np.ndarray
   logprobs: np.ndarray
   model_logprobs: np.ndarray
+  thresholds: np.ndarray
 
   @property
   def truncated(self) -> np.ndarray:
@@ -74,6 +77,7 @@ class DecodeState(NamedTuple):
   tokens: jax.Array        # int32 [B, N]
   logprobs: jax.Array      # float32 [B, N]
   model_logprobs: jax.Array  # float32 [B, N]
+  thresholds: jax.Array    # float32 [B, N]
 
 
 def _bucket(n: int, minimum: int = 1) -> int:
@@ -116,7 +120,7 @@ def _prefill_body(config, settings, cache_length, params, tokens, mask, keys) ->
       step=jnp.zeros((), jnp.int32), cache=cache, hidden=jnp.repeat(hidden[:, -1], k, axis=0),
       positions=jnp.repeat(mask.sum(axis=1).astype(jnp.int32), k), done=jnp.zeros((rows,), bool), keys=keys,
       tokens=jnp.zeros((rows, n), jnp.int32), logprobs=jnp.zeros((rows, n), jnp.float32),
-      model_logprobs=jnp.zeros((rows, n), jnp.float32))
+      model_logprobs=jnp.zeros((rows, n), jnp.float32), thresholds=jnp.full((rows, n), -jnp.inf, jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 5), donate_argnums=(3,))
@@ -140,7 +144,8 @@ def _decode_body(config, settings, params, state: DecodeState, until) -> DecodeS
     logits = jnp.einsum("bd,dv->bv", s.hidden, unembed, preferred_element_type=jnp.float32)
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(s.keys, s.step)
     model_all = jax.nn.log_softmax(logits, axis=-1)
-    token, logprob = choose(step_keys, logits, model_all, settings.temperature, settings.top_k, settings.top_p)
+    token, logprob, threshold = choose(step_keys, logits, model_all, settings.temperature, settings.top_k,
+                                       settings.top_p)
     model_logprob = jnp.take_along_axis(model_all, token[:, None], axis=-1)[:, 0]
     active = ~s.done
     token = jnp.where(active, token, 0)
@@ -151,7 +156,8 @@ def _decode_body(config, settings, params, state: DecodeState, until) -> DecodeS
         step=s.step + 1, cache=cache, hidden=hidden[:, 0],
         positions=s.positions + 1, done=s.done | (active & jnp.isin(token, stop_ids)), keys=s.keys,
         tokens=put(s.tokens, token), logprobs=put(s.logprobs, jnp.where(active, logprob, 0.0)),
-        model_logprobs=put(s.model_logprobs, jnp.where(active, model_logprob, 0.0)))
+        model_logprobs=put(s.model_logprobs, jnp.where(active, model_logprob, 0.0)),
+        thresholds=put(s.thresholds, jnp.where(active, threshold, -jnp.inf)))
 
   return jax.lax.while_loop(cond, body, state)
 
@@ -179,13 +185,15 @@ def _check(config: ModelConfig, prompts, settings: Settings, max_length: int) ->
 def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: jax.Array, *, num_samples: int = 1,
            max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            stop_token_ids: Sequence[int] = (), max_length: int | None = None, chunk: int = 64,
-           progress: bool = False, layout: Layout | None = None) -> Rollouts:
+           progress: bool = False, layout: Layout | None = None, prompt_width: int | None = None) -> Rollouts:
   """K = `num_samples` completions of each tokenized prompt (see `Rollouts`).
 
   temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. A stop token ends a
   completion (it is kept, masked in). `max_length` bounds prompt + completion (default: the
   model's max_position_embeddings). `progress` shows a bar over decode steps. `layout`: the sharding
   layout of `params` (`sharding.Layout`); the KV cache and decode rows are split by its rules.
+  `prompt_width`: pad the prompts to this many columns (at least the longest prompt) instead of the
+  power-of-two bucket, e.g. a training run's width ladder, so that it compiles once per width it uses.
   """
   settings = Settings(num_samples, max_new_tokens, float(temperature), int(top_k), float(top_p),
                       tuple(int(t) for t in stop_token_ids))
@@ -195,10 +203,14 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   if steps == 0:
     empty = np.zeros((n, k, 0))
     return Rollouts(empty.astype(np.int32), empty.astype(bool), np.zeros((n, k), np.int32),
-                    np.zeros((n, k), bool), empty.astype(np.float32), empty.astype(np.float32))
+                    np.zeros((n, k), bool), empty.astype(np.float32), empty.astype(np.float32),
+                    empty.astype(np.float32))
 
   longest = max(len(p) for p in prompts)
-  width = min(_bucket(longest, MIN_PROMPT_BUCKET), max_length - steps)
+  if prompt_width is not None and not longest <= prompt_width <= max_length - steps:
+    raise CaopdError(f"prompt_width={prompt_width} must hold the longest prompt ({longest} tokens) and leave "
+                     f"max_new_tokens={steps} within max_length={max_length}")
+  width = prompt_width or min(_bucket(longest, MIN_PROMPT_BUCKET), max_length - steps)
   rows = _bucket(n)
   tokens = np.zeros((rows, width), np.int32)
   mask = np.zeros((rows, width), bool)
@@ -224,8 +236,8 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   def take(x):
     return to_host(x).reshape(rows, k, *x.shape[1:])[:n]
 
-  out_tokens, logprobs, model_logprobs, done = map(take, (state.tokens, state.logprobs, state.model_logprobs,
-                                                          state.done))
+  out_tokens, logprobs, model_logprobs, thresholds, done = map(take, (
+      state.tokens, state.logprobs, state.model_logprobs, state.thresholds, state.done))
   positions = np.arange(steps)
   if settings.stop_token_ids:
     is_stop = np.isin(out_tokens, settings.stop_token_ids)
@@ -235,7 +247,7 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   lengths = np.minimum(first_stop + 1, steps).astype(np.int32)
   out_mask = positions < lengths[..., None]
   return Rollouts(np.where(out_mask, out_tokens, 0), out_mask, lengths, done, logprobs * out_mask,
-                  model_logprobs * out_mask)
+                  model_logprobs * out_mask, np.where(out_mask, thresholds, -np.inf).astype(np.float32))
 
 
 def _progress_bar(steps: int, sequences: int):

@@ -71,7 +71,8 @@ def compile_report(config, model_config, devices) -> dict:
   spec = lambda width, dtype: jax.ShapeDtypeStruct((rows, width), dtype, sharding=row_sharding)  # noqa: E731
   batch = LossBatch(spec(d.max_prompt_tokens + c, jnp.int32), spec(d.max_prompt_tokens + c, jnp.int32),
                     spec(2 * d.max_prompt_tokens + c, jnp.int32), spec(2 * d.max_prompt_tokens + c, jnp.int32),
-                    spec(c, jnp.int32), spec(c, jnp.float32), spec(c, jnp.float32))
+                    spec(c, jnp.int32), spec(c, jnp.float32), spec(c, jnp.float32), spec(c, jnp.bool_),
+                    spec(c, jnp.float32), spec(c, jnp.float32))
   step = make_train_step(model_config, distill_and_loss_settings(config)[1], optimizer,
                          learning_rate_schedule(o.lr, config.train.steps, o.warmup_fraction), d.teacher_ema,
                          config.train.batch_size // config.train.micro_batch_size, layout, shardings)

@@ -18,6 +18,7 @@ import dataclasses
 
 import ml_collections
 
+from caopd_jax.calibration.prompt_fit import POLICIES
 from caopd_jax.data.prompts import PromptConfig
 from caopd_jax.errors import CaopdError
 from caopd_jax.sharding.mesh import AXES, parse_mesh
@@ -47,7 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.name = "arithmetic"        # arithmetic | science | tooluse | a save_to_disk folder | a .jsonl file
   c.data.split = "train"            # split of a named dataset
-  c.data.data_dir = ""              # root of the named datasets; "" = $CAOPD_DATA_DIR or ../shared/data
+  c.data.data_dir = ""              # root of the named datasets; "" = $CAOPD_DATA_DIR, else ./data
   c.data.num_examples = 2000        # arithmetic only: how many problems
   c.data.difficulty = (1, 2)        # arithmetic only: levels to mix (caopd_jax/data/arithmetic.py)
   c.data.num_epochs = 0             # passes over the data; 0 = repeat until train.steps
@@ -66,9 +67,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.distill.calibrate = True        # CaOPD's confidence rewrite; False = plain OPD / SDFT baseline
   c.distill.teacher_mode = "demo"   # demo (a demonstration) | correct_solution (a verified rollout)
   c.distill.no_correct_policy = "demo"  # correct_solution with no correct rollout: demo | skip
-  c.distill.max_prompt_tokens = 1024    # longer student/teacher prompts drop the example
+  c.distill.max_prompt_tokens = 1024    # budget of student and demo teacher prompts (see overlong_prompts)
+  # prompts over it: "truncate" cuts the start of the question (system message, instructions and privileged text
+  # stay whole; the reference left-truncates tokens) | "drop" leaves the example out (calibration/prompt_fit.py)
+  c.distill.overlong_prompts = "truncate"  # truncate | drop (see above)
   c.distill.max_completion_tokens = 1024  # sampling budget and rewrite budget
   c.distill.divergence = "sampled_token"  # sampled_token | forward_kl | reverse_kl | jsd (see losses/divergences.py)
+  c.distill.is_cap = 2.0            # sampled_token: truncate importance weights p_s / q at this (TIS); 0 = none
   c.distill.alpha = 0.5             # jsd only: mixture weight of the teacher, in (0, 1)
   c.distill.skip_first_tokens = 3   # completion tokens excluded from the divergence
   c.distill.calibration_weight = 0.0  # lambda: weight of the student's CE on the confidence-value tokens
@@ -87,10 +92,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.eps = 1e-8                # (b2 and eps: see b1)
 
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 100               # optimizer steps
+  c.train.steps = 100               # optimizer steps; -1 = data.num_epochs passes (at least one) over the usable data
   c.train.batch_size = 32           # sequences per optimizer step; divides prompts_per_step * num_samples
   c.train.micro_batch_size = 8      # sequences per forward/backward (gradient accumulation); divides batch_size
   c.train.remat = "none"            # none | layers (recompute each layer in the backward: far less memory) | dots
+  # prompt widths are padded up to one of this many evenly spaced widths (up to each side's budget), so the step
+  # compiles at most this number squared times (student x teacher width) and the sampler this many times
+  c.train.prompt_buckets = 4        # width rungs per side (see above)
   c.train.output_dir = "runs/caopd"  # checkpoints, logs and the config; an existing run there is resumed
 
   c.checkpoint = ml_collections.ConfigDict()
@@ -124,6 +132,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "train.remat", config.train.remat, ("none", "layers", "dots"))
   _choice(config, "distill.teacher_mode", config.distill.teacher_mode, ("demo", "correct_solution"))
   _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, ("demo", "skip"))
+  _choice(config, "distill.overlong_prompts", config.distill.overlong_prompts, POLICIES)
   parse_mesh(config.mesh)
   rules_from_config(config)
   try:
@@ -133,7 +142,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not config.model.path:
     raise CaopdError("config.model.path is empty: set it to the starting weights (HF folder, .gguf or checkpoint)")
   positive = {"rollout.prompts_per_step": config.rollout.prompts_per_step, "rollout.num_samples":
-              config.rollout.num_samples, "train.steps": config.train.steps, "train.batch_size":
+              config.rollout.num_samples, "train.prompt_buckets": config.train.prompt_buckets, "train.batch_size":
               config.train.batch_size, "train.micro_batch_size": config.train.micro_batch_size,
               "checkpoint.every": config.checkpoint.every, "checkpoint.keep": config.checkpoint.keep,
               "distill.max_prompt_tokens": config.distill.max_prompt_tokens,
@@ -143,6 +152,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name, value in positive.items():
     if value <= 0:
       raise CaopdError(f"config.{name} must be > 0, got {value}")
+  if config.train.steps <= 0 and config.train.steps != -1:
+    raise CaopdError(f"config.train.steps must be > 0, or -1 (size the run from the data), got {config.train.steps}")
+  if config.distill.is_cap < 0:
+    raise CaopdError(f"config.distill.is_cap must be >= 0 (0 = no truncation), got {config.distill.is_cap}")
+  if (config.distill.divergence == "sampled_token" and config.distill.token_stats == "pallas"
+      and sampler_cuts_support(config)):
+    raise CaopdError("config.distill.token_stats=pallas has no term for the tokens the sampler cannot draw, which "
+                     "distill.divergence=sampled_token needs with rollout.top_k > 0, top_p < 1 or temperature 0; use "
+                     "distill.token_stats=xla_chunked, divergence=reverse_kl (exact), or sample without those filters")
   rows = config.rollout.prompts_per_step * config.rollout.num_samples
   if rows % config.train.batch_size:
     raise CaopdError(f"config.train.batch_size={config.train.batch_size} must divide rollout.prompts_per_step x "
@@ -173,6 +191,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CaopdError(f"config.data.num_epochs must be >= 0 (0 = repeat), got {config.data.num_epochs}")
 
 
+def sampler_cuts_support(config) -> bool:
+  """The rollouts' sampling distribution leaves out tokens the student could emit (top-k, top-p or greedy)."""
+  r = config.rollout
+  return r.top_k > 0 or r.top_p < 1 or r.temperature == 0
+
+
 def rules_from_config(config) -> tuple:
   """DEFAULT_RULES with the changes of config.sharding.rules ("name=axis+axis,name=,...")."""
   rules = dict(DEFAULT_RULES)
@@ -186,12 +210,12 @@ def rules_from_config(config) -> tuple:
   return tuple(rules.items())
 
 
-def paper_config(model_path: str, dataset: str, steps: int) -> ml_collections.ConfigDict:
+def paper_config(model_path: str, dataset: str, steps: int = -1) -> ml_collections.ConfigDict:
   """The CaOPD reference's recipe (CAOPD.md section 9) for a 7-8B model on `dataset` (science or tooluse).
 
   bf16 student, K=8 rollouts of 4 prompts = 32 sequences per optimizer step, lr 2e-5, 1024-token
-  prompts and completions, first 3 completion tokens skipped, teacher EMA 0.01; `steps` optimizer
-  steps (one epoch is the number of training prompts / 4).
+  prompts and completions, first 3 completion tokens skipped, teacher EMA 0.01; one epoch: `steps` -1 sizes the
+  run (and its warmup + cosine schedule) from the usable training prompts, one optimizer step per 4 of them.
   """
   c = default_config()
   c.model.path, c.model.dtype = model_path, "bfloat16"

@@ -25,7 +25,8 @@ from caopd_jax.errors import CaopdError
 from caopd_jax.sharding.distributed import allgather_objects
 
 _LEFT_PADDED = ("student_tokens", "student_mask", "teacher_tokens", "teacher_mask")   # [R, P + C], P varies
-_ROWS = ("completion", "loss_mask", "confidence_mask", "sampled_logprobs", "edited")   # [R, ...]
+_ROWS = ("completion", "loss_mask", "confidence_mask", "sampled", "sample_logprob", "sample_threshold",
+         "edited")   # [R, ...]
 
 
 class SharedPrompts(NamedTuple):

@@ -13,9 +13,13 @@ import os
 from caopd_jax.weights.atomic import atomic_file
 
 METRICS_FILE = "metrics.jsonl"
-# (metric key, short label) shown on the progress bar.
+# (metric key, short label) shown on the progress bar; the policy counts only when they are not 0.
 HEADLINE = (("train/loss", "loss"), ("rollout/accuracy", "acc"), ("rollout/mean_confidence", "conf"),
             ("train/kl_estimate", "kl"))
+COUNTS = (("rollout/truncated_prompts", "cut"), ("rollout/no_correct_fallback", "fallback"),
+          ("rollout/skipped_no_correct", "skipped"), ("rollout/truncated_body", "body_cut"),
+          ("rollout/teacher_cut", "teacher_cut"), ("rollout/teacher_overlong", "teacher_over"),
+          ("rollout/rewrite_reencode", "reencoded"), ("rollout/rewrite_inexact", "inexact"))
 
 
 def read_metrics(run_dir: str) -> list[dict]:
@@ -64,8 +68,9 @@ class RunLogger:
         if name != "step" and value is not None:
           self.writer.add_scalar(name, value, step)
     if self.bar is not None:
-      self.bar.set_postfix({label: f"{record[key]:.3g}" for key, label in HEADLINE
-                          if record.get(key) is not None}, refresh=False)
+      self.bar.set_postfix({label: f"{record[key]:.3g}" for key, label in HEADLINE + COUNTS
+                            if record.get(key) is not None and (record[key] or (key, label) in HEADLINE)},
+                           refresh=False)
       self.bar.update(step - self.bar.n)
 
   def message(self, text: str) -> None:

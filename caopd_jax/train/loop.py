@@ -9,6 +9,7 @@ deterministic, so a resumed run repeats the uninterrupted run's losses exactly. 
 each reads its share of the prompts and does the host work for them; `global_batch` joins the shares.
 """
 
+import os
 import time
 
 import grain
@@ -18,6 +19,7 @@ import numpy as np
 
 from caopd_jax import models, rollout
 from caopd_jax.calibration.batch import DistillSettings
+from caopd_jax.calibration.prompt_fit import screen_examples
 from caopd_jax.calibration.rewrite import confidence_line_ids
 from caopd_jax.data.pipeline import batch_iterator
 from caopd_jax.data.prompts import PromptConfig
@@ -29,26 +31,60 @@ from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train.checkpoint import RunCheckpoints, check_resumable
-from caopd_jax.train.config import rules_from_config, validate
+from caopd_jax.train.config import rules_from_config, sampler_cuts_support, validate
 from caopd_jax.train.global_batch import share_batch, share_prompts
-from caopd_jax.train.logger import RunLogger
+from caopd_jax.train.logger import COUNTS, RunLogger
 from caopd_jax.train.loss import LossBatch, LossSettings
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
 from caopd_jax.train.signals import StopSignals
 from caopd_jax.train.step import make_train_step, sharded_init_state
+from caopd_jax.weights.atomic import write_json
 
-PROMPT_BUCKET = 32  # prompt widths are padded to multiples of this, to bound recompilation
+DATA_REPORT_FILE = "data_report.json"
+WIDTH_MULTIPLE = 16  # width rungs are rounded up to multiples of this (but never past the budget)
 
 
 def distill_and_loss_settings(config) -> tuple[DistillSettings, LossSettings]:
   d = config.distill
   distill = DistillSettings(calibrate=d.calibrate, teacher_mode=d.teacher_mode, no_correct_policy=d.no_correct_policy,
                             max_prompt_tokens=d.max_prompt_tokens, max_completion_tokens=d.max_completion_tokens,
-                            prompts=PromptConfig(**config.prompts.to_dict()))
+                            prompts=PromptConfig(**config.prompts.to_dict()), overlong_prompts=d.overlong_prompts)
   loss = LossSettings(divergence=d.divergence, alpha=d.alpha, skip_first=d.skip_first_tokens,
                       calibration_weight=d.calibration_weight, temperature=d.temperature,
-                      token_stats=d.token_stats, vocab_chunk=d.vocab_chunk, remat=config.train.remat)
+                      token_stats=d.token_stats, vocab_chunk=d.vocab_chunk, remat=config.train.remat,
+                      is_cap=d.is_cap, sampler_tail=sampler_cuts_support(config))
   return distill, loss
+
+
+def width_rungs(budget: int, rungs: int) -> tuple[int, ...]:
+  """`rungs` evenly spaced prompt widths up to `budget` (rounded up to WIDTH_MULTIPLE, capped at the budget)."""
+  up = lambda n, m: -(-n // m) * m  # noqa: E731  (n rounded up to a multiple of m)
+  return tuple(sorted({min(budget, up(up(budget * i, rungs) // rungs, WIDTH_MULTIPLE)) for i in range(1, rungs + 1)}))
+
+
+def bucket(width: int, rungs: tuple[int, ...]) -> int:
+  """The smallest rung that holds `width` tokens."""
+  fitting = [r for r in rungs if r >= width]
+  if not fitting:
+    raise CaopdError(f"a prompt of {width} tokens is over its budget {rungs[-1]}; this is a bug in prompt fitting")
+  return fitting[0]
+
+
+def planned_steps(config, usable: int) -> int:
+  """The run's optimizer steps: train.steps, or with -1 what data.num_epochs (at least 1) passes over the `usable`
+  examples give; CaopdError when the data cannot supply them."""
+  per_batch = config.rollout.prompts_per_step * config.rollout.num_samples // config.train.batch_size
+  epochs = config.data.num_epochs
+  steps = usable * max(epochs, 1) // config.rollout.prompts_per_step * per_batch   # grain drops a short last batch
+  if config.train.steps == -1:
+    return steps
+  if epochs and config.train.steps > steps:
+    raise CaopdError(f"config.train.steps={config.train.steps} needs more data than data.num_epochs={epochs} "
+                     f"pass(es) over {usable:,} usable examples give ({steps:,} steps at "
+                     f"{config.rollout.prompts_per_step} prompts per rollout batch and {per_batch} optimizer step(s) "
+                     "per batch); set train.steps=-1 to size the run from the data, lower it, or raise "
+                     "data.num_epochs (0 repeats the data)")
+  return config.train.steps
 
 
 def training_batches(examples, config):
@@ -59,12 +95,12 @@ def training_batches(examples, config):
                         shard=grain.sharding.NoSharding(), share=(jax.process_index(), jax.process_count()))
 
 
-def _pad_rows(batch, rows: int, pad_id: int) -> LossBatch:
-  """NumPy LossBatch of exactly `rows` rows (empty rows have no loss tokens), prompts left-padded to buckets."""
+def _pad_rows(batch, rows: int, pad_id: int, student_rungs: tuple, teacher_rungs: tuple) -> LossBatch:
+  """NumPy LossBatch of exactly `rows` rows (empty rows have no loss tokens), prompts left-padded to their rungs."""
   c = batch.completion.shape[1]
 
-  def side(tokens, mask):
-    width = -(-(tokens.shape[1] - c) // PROMPT_BUCKET) * PROMPT_BUCKET + c
+  def side(tokens, mask, rungs):
+    width = bucket(tokens.shape[1] - c, rungs) + c
     out_tokens = np.full((rows, width), pad_id, np.int32)
     out_mask = np.zeros((rows, width), bool)
     out_tokens[:len(tokens), width - tokens.shape[1]:] = tokens
@@ -74,11 +110,15 @@ def _pad_rows(batch, rows: int, pad_id: int) -> LossBatch:
   def grow(x):
     return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)])
 
-  return LossBatch(*side(batch.student_tokens, batch.student_mask), *side(batch.teacher_tokens, batch.teacher_mask),
-                   grow(batch.completion), grow(batch.loss_mask), grow(batch.confidence_mask))
+  student_tokens, student_mask = side(batch.student_tokens, batch.student_mask, student_rungs)
+  teacher_tokens, teacher_mask = side(batch.teacher_tokens, batch.teacher_mask, teacher_rungs)
+  rest = {name: grow(getattr(batch, name)) for name in LossBatch._fields[4:]}
+  return LossBatch(student_tokens=student_tokens, student_mask=student_mask, teacher_tokens=teacher_tokens,
+                   teacher_mask=teacher_mask, **rest)
 
 
 def _rollout_metrics(batch, rollouts, seconds: float) -> dict:
+  """rollout/* scalars of one iteration's batch (and its policy counts, COUNTS), speed/rollout_tokens_per_s."""
   stated = batch.stats["mean_confidence"]
   adherence = batch.stats["format_adherence"]
   parsed = adherence > 0
@@ -89,6 +129,7 @@ def _rollout_metrics(batch, rollouts, seconds: float) -> dict:
           "rollout/edited": float(batch.edited.mean()),
           "rollout/truncated": float(rollouts.truncated.mean()),
           "rollout/mean_length": float(rollouts.lengths.mean()),
+          **{key: float(batch.counts[key.removeprefix("rollout/")]) for key, _ in COUNTS},
           "speed/rollout_tokens_per_s": float(rollouts.lengths.sum() / max(seconds, 1e-9))}
 
 
@@ -110,6 +151,29 @@ def _eval_metrics(config, model_config, params, tokenizer, examples, prompts, la
   return {f"eval/{key}": summary[key] for key in keys}
 
 
+def _training_data(config, tokenizer, distill: DistillSettings, primary: bool) -> tuple[list, int]:
+  """(the training examples as trained on: screened by the overlong-prompt policy, the run's optimizer steps).
+
+  Prints the data report (and writes it to the run folder's data_report.json on the primary process); stops before
+  any work when no full rollout batch of usable examples exists or the steps need more data than there is."""
+  examples = load_examples(config.data.name, config.data.split, data_dir=config.data.data_dir or None,
+                           num_examples=config.data.num_examples, seed=config.seed,
+                           difficulty=list(config.data.difficulty))
+  examples, report = screen_examples(examples, tokenizer, distill, progress=config.log.progress and primary)
+  if primary:
+    print(report.summary(config.distill.max_prompt_tokens), flush=True)
+    os.makedirs(config.train.output_dir, exist_ok=True)
+    write_json(os.path.join(config.train.output_dir, DATA_REPORT_FILE), report.to_json())
+  if report.usable < config.rollout.prompts_per_step:
+    raise CaopdError(f"{config.data.name} (split {config.data.split}) has {report.usable} usable examples of "
+                     f"{report.read} ({report.dropped} over distill.max_prompt_tokens="
+                     f"{config.distill.max_prompt_tokens} with distill.overlong_prompts="
+                     f"{config.distill.overlong_prompts!r}), fewer than one rollout "
+                     f"batch (rollout.prompts_per_step={config.rollout.prompts_per_step}); raise "
+                     "distill.max_prompt_tokens, set distill.overlong_prompts=truncate, or use more data")
+  return examples, planned_steps(config, report.usable)
+
+
 def train(config) -> str:
   """Runs (or resumes) the training run of `config` (a validated train config); returns the run folder."""
   validate(config)
@@ -117,16 +181,22 @@ def train(config) -> str:
   step_arg = None if config.model.step < 0 else config.model.step
   model_config, params = models.load(config.model.path, dtype, step_arg)
   tokenizer = load_tokenizer(models.tokenizer_path(config.model.path, step_arg))
-  examples = load_examples(config.data.name, config.data.split, data_dir=config.data.data_dir or None,
-                           num_examples=config.data.num_examples, seed=config.seed,
-                           difficulty=list(config.data.difficulty))
-  distill, loss_settings = distill_and_loss_settings(config)
-  held_out = _held_out(config)
+  primary = jax.process_index() == 0
+  d = config.distill
+  if d.max_prompt_tokens + d.max_completion_tokens > model_config.max_position_embeddings:
+    raise CaopdError(f"config.distill.max_prompt_tokens + max_completion_tokens = {d.max_prompt_tokens} + "
+                     f"{d.max_completion_tokens} is more than the model's context "
+                     f"({model_config.max_position_embeddings} tokens); lower them")
   line = len(confidence_line_ids(tokenizer, "0.00")) + 1
-  if config.distill.calibrate and line > config.distill.max_completion_tokens:
-    raise CaopdError(f"config.distill.max_completion_tokens={config.distill.max_completion_tokens} cannot hold the "
+  if d.calibrate and line > d.max_completion_tokens:
+    raise CaopdError(f"config.distill.max_completion_tokens={d.max_completion_tokens} cannot hold the "
                      f"rewritten confidence line ({line} tokens with EOS for this tokenizer); raise it")
-  o, total = config.optim, config.train.steps
+  distill, loss_settings = distill_and_loss_settings(config)
+  examples, total = _training_data(config, tokenizer, distill, primary)
+  held_out = _held_out(config)
+  student_rungs = width_rungs(d.max_prompt_tokens, config.train.prompt_buckets)
+  teacher_rungs = width_rungs(distill.teacher_budget, config.train.prompt_buckets)
+  o = config.optim
   schedule = learning_rate_schedule(o.lr, total, o.warmup_fraction)
   optimizer = make_optimizer(o.lr, total, warmup_fraction=o.warmup_fraction, weight_decay=o.weight_decay,
                              clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, eps=o.eps)
@@ -137,7 +207,6 @@ def train(config) -> str:
   run_dir = config.train.output_dir
   checkpoints = RunCheckpoints(run_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   latest = checkpoints.latest_step()
-  primary = jax.process_index() == 0
   if latest is None:
     if primary:
       checkpoints.write_run_files(config.to_dict(), model_config, tokenizer)
@@ -151,8 +220,11 @@ def train(config) -> str:
   step = int(to_host(state.step))
   logger = RunLogger(run_dir, total, step, tensorboard=config.log.tensorboard, progress=config.log.progress,
                      primary=primary)
+  logger.message(f"{total:,} optimizer steps" + (" (train.steps=-1: sized from the data)"
+                                                 if config.train.steps == -1 else ""))
   if latest is not None:
     logger.message(f"resumed {run_dir} at step {step}")
+  compiled = set()   # (student width, teacher width) of every step program compiled so far
   rows = config.rollout.prompts_per_step * config.rollout.num_samples
   pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
   saved = step
@@ -168,17 +240,23 @@ def train(config) -> str:
             break
           started = time.perf_counter()
           prompts, shared = share_prompts(example_batch, tokenizer, distill)   # this process's, everyone's
-          if not shared.ids:
-            logger.message(f"step {step}: every prompt of this batch is over distill.max_prompt_tokens; skipped")
-            continue
           rollouts = rollout.sample(
               model_config, state.student, shared.ids, jax.random.fold_in(jax.random.key(config.seed), step),
               num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
               temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
-              stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout)
+              stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout,
+              prompt_width=bucket(max(map(len, shared.ids)), student_rungs))
           batch = share_batch(prompts, shared, rollouts, tokenizer, distill, pad_id)
           rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
-          arrays = _pad_rows(batch, rows, pad_id)
+          arrays = _pad_rows(batch, rows, pad_id, student_rungs, teacher_rungs)
+          widths = (arrays.student_tokens.shape[1] - d.max_completion_tokens,
+                    arrays.teacher_tokens.shape[1] - d.max_completion_tokens)
+          new_program = widths not in compiled
+          if new_program:
+            compiled.add(widths)
+            logger.message(f"step {step + 1}: compiling the training step for prompt widths {widths[0]} (student) / "
+                           f"{widths[1]} (teacher): compile {len(compiled)} of at most "
+                           f"{len(student_rungs) * len(teacher_rungs)} (train.prompt_buckets)")
           for start in range(0, rows, config.train.batch_size):
             if step >= total:
               break
@@ -187,6 +265,9 @@ def train(config) -> str:
             state, metrics = step_fn(state, part)
             metrics = jax.tree.map(to_host, metrics)
             seconds = time.perf_counter() - started
+            if new_program:
+              logger.message(f"step {step + 1}: took {seconds:.1f} s, compilation included")
+              new_program = False
             if not metrics["finite"]:
               checkpoints.wait()
               last = checkpoints.latest_step()

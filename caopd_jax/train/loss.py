@@ -7,7 +7,10 @@ prompt width), so both sides are sliced to the C completion positions before the
 completion token, `token_stats` (streamed over the vocabulary unless `naive`) gives log-probs,
 entropy and KLs; then
 
-  divergence   sampled_token: REINFORCE surrogate of the sampled-token reverse KL (the default);
+  divergence   sampled_token: the sampled-token estimator of grad KL(p_s || p_t) (the default): REINFORCE
+               with importance weights p_s / q on the tokens the student sampled, plus the exact term of
+               the vocabulary the sampler could not draw (top-k / top-p), and the exact KL on the
+               tokens it did not sample (the CaOPD confidence line); losses/divergences.py;
                forward_kl / reverse_kl: full-vocabulary KL(p_t || p_s) / KL(p_s || p_t);
                jsd: the generalised JSD with `alpha` (materialises [rows, C, V] logits of both models)
                per-sequence mean over loss tokens from `skip_first` on, then mean over sequences;
@@ -44,11 +47,15 @@ class LossSettings(NamedTuple):
   token_stats: str = "xla_chunked"
   vocab_chunk: int = 4096
   remat: str = "none"
+  is_cap: float = 2.0           # sampled_token: importance-weight truncation (TIS); 0 = none
+  sampler_tail: bool = False    # sampled_token: the rollouts' sampler cut the support (top-k, top-p or greedy)
 
 
 class LossBatch(NamedTuple):
   """Device arrays of B rows. student_tokens / student_mask [B, Ps + C]; teacher_tokens / teacher_mask
-  [B, Pt + C]; completion int32 [B, C] (the last C columns of both sides); loss_mask, confidence_mask float32 [B, C].
+  [B, Pt + C]; completion int32 [B, C] (the last C columns of both sides); loss_mask, confidence_mask float32 [B, C];
+  sampled bool [B, C]: the token is the student's own sample; sample_logprob float32 [B, C]: its log-prob under the
+  sampler's distribution; sample_threshold float32 [B, C]: the sampler's support as a raw logit (-inf: all of it).
   Each row's real tokens are one run (left-padded prompt, right-padded completion): the models use that
   (`hidden_states(..., contiguous=True)`)."""
   student_tokens: jax.Array
@@ -58,6 +65,9 @@ class LossBatch(NamedTuple):
   completion: jax.Array
   loss_mask: jax.Array
   confidence_mask: jax.Array
+  sampled: jax.Array
+  sample_logprob: jax.Array
+  sample_threshold: jax.Array
 
 
 def normalizers(batch: LossBatch, settings: LossSettings) -> jax.Array:
@@ -102,12 +112,16 @@ def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config
   w_s = transformer.unembedding(config, student)
   w_t = jax.lax.stop_gradient(transformer.unembedding(config, teacher))
   d = h_s.shape[-1]
+  sampled_token = settings.divergence == "sampled_token"
+  tail = {"threshold": batch.sample_threshold.reshape(-1)} if sampled_token and settings.sampler_tail else {}
   stats = _token_stats(settings)(h_s.reshape(-1, d), w_s, batch.completion.reshape(-1), h_t.reshape(-1, d), w_t,
-                                 temperature=settings.temperature,
-                                 with_kl=settings.divergence in ("forward_kl", "reverse_kl"))
+                                 temperature=settings.temperature, with_kl=settings.divergence != "jsd", **tail)
   stats = jax.tree.map(lambda x: x.reshape(batch.completion.shape), stats)
-  if settings.divergence == "sampled_token":
-    per_token = divergences.sampled_token_reverse_kl_surrogate(stats.logprob, stats.teacher_logprob)
+  weights = jnp.ones_like(stats.logprob)
+  if sampled_token:
+    per_token, weights = divergences.sampled_token_reverse_kl(
+        stats.logprob, stats.teacher_logprob, stats.kl_st, batch.sampled, batch.sample_logprob,
+        is_cap=settings.is_cap, tail_kl=stats.tail_kl, tail_mass=stats.tail_mass)
   elif settings.divergence == "forward_kl":
     per_token = stats.kl_ts
   elif settings.divergence == "reverse_kl":
@@ -125,5 +139,7 @@ def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config
           "calibration_ce": jax.lax.stop_gradient(jnp.sum(cal_means)) / norm[1],
           "entropy": token_sum(stats.entropy),
           "kl_estimate": token_sum(stats.logprob - stats.teacher_logprob),
+          "is_weight": jnp.sum(jnp.where(tokens & batch.sampled, weights, 0.0)),
+          "sampled_tokens": jnp.sum(tokens & batch.sampled).astype(jnp.float32),
           "loss_tokens": jnp.sum(tokens).astype(jnp.float32)}
   return loss, sums

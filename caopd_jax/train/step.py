@@ -23,7 +23,7 @@ from caopd_jax.sharding.rules import Layout
 from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
 from caopd_jax.train.optim import ema_update
 
-METRIC_SUMS = ("divergence", "calibration_ce", "entropy", "kl_estimate", "loss_tokens")
+METRIC_SUMS = ("divergence", "calibration_ce", "entropy", "kl_estimate", "is_weight", "sampled_tokens", "loss_tokens")
 
 
 class TrainState(NamedTuple):
@@ -73,8 +73,10 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
 
   metrics (float32 scalars): loss, divergence, calibration_ce (per-sequence means over the batch),
   entropy and kl_estimate (means over all loss-mask tokens, the first `skip_first` included;
-  kl_estimate = mean of log p_s - log p_t of the sampled tokens, the Monte Carlo reverse KL),
-  loss_tokens (that token count), grad_norm (before clipping), lr (of
+  kl_estimate = mean of log p_s - log p_t of the completion tokens, the Monte Carlo reverse KL: an estimate,
+  so it can come out negative), is_weight (mean importance weight min(p_s / q, cap) over the loss tokens the student
+  sampled; 1 when rollouts come from the same params at temperature 1), loss_tokens (that token count),
+  grad_norm (before clipping), lr (of
   this step), finite (1.0 if the update was applied).
   """
   grad_fn = jax.value_and_grad(micro_batch_loss, has_aux=True)
@@ -107,6 +109,7 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
     tokens = jnp.maximum(sums["loss_tokens"], 1.0)
     metrics = {"loss": loss, "divergence": sums["divergence"], "calibration_ce": sums["calibration_ce"],
                "entropy": sums["entropy"] / tokens, "kl_estimate": sums["kl_estimate"] / tokens,
+               "is_weight": sums["is_weight"] / jnp.maximum(sums["sampled_tokens"], 1.0),
                "loss_tokens": sums["loss_tokens"], "grad_norm": grad_norm,
                "lr": jnp.asarray(schedule(state.step), jnp.float32), "finite": finite.astype(jnp.float32)}
     return new_state, metrics

@@ -43,11 +43,15 @@ def _batch() -> LossBatch:
   loss_mask[1::3, -2:] = 0
   confidence = np.zeros((ROWS, COMPLETION), np.float32)
   confidence[:, 2] = 1
-  return LossBatch(*side(PROMPT), *side(PROMPT + 4), completion, loss_mask, confidence)
+  sampled = np.ones((ROWS, COMPLETION), bool)
+  sampled[:, -3:] = False                 # a rewritten tail: the exact-KL term
+  logq = -rng.uniform(0.5, 3.0, (ROWS, COMPLETION)).astype(np.float32)
+  return LossBatch(*side(PROMPT), *side(PROMPT + 4), completion, loss_mask, confidence, sampled, logq,
+                   rng.normal(0.0, 0.5, (ROWS, COMPLETION)).astype(np.float32))   # the sampler's support cut
 
 
-SETTINGS = LossSettings(divergence="forward_kl", calibration_weight=0.5, skip_first=1, token_stats="xla_chunked",
-                        vocab_chunk=64)
+SETTINGS = LossSettings(divergence="sampled_token", sampler_tail=True, is_cap=0.0, calibration_weight=0.5,
+                        skip_first=1, token_stats="xla_chunked", vocab_chunk=64)
 
 
 @functools.cache
@@ -119,12 +123,12 @@ def test_params_and_optimizer_state_are_really_sharded(mesh_text):
                                                                        256 // mesh.shape["tensor"])
 
 
-def test_pallas_loss_head_under_shard_map_equals_one_device(single):
-  settings = SETTINGS._replace(token_stats="pallas")
-  one = _run("1", settings)
-  sharded = _run("data:2,fsdp:4", settings)
+def test_pallas_loss_head_under_shard_map_equals_one_device():
+  settings = SETTINGS._replace(sampler_tail=False)   # the Pallas kernels have no tail term (config validation)
+  one = _run("1", settings._replace(token_stats="pallas"))
+  sharded = _run("data:2,fsdp:4", settings._replace(token_stats="pallas"))
   np.testing.assert_allclose(float(sharded[0]), float(one[0]), rtol=1e-5)
-  np.testing.assert_allclose(float(one[0]), float(single[0]), rtol=1e-5)   # and pallas == xla_chunked
+  np.testing.assert_allclose(float(one[0]), float(_run("1", settings)[0]), rtol=1e-5)   # and pallas == xla_chunked
   _close(sharded[1], one[1])
 
 

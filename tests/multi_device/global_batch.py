@@ -36,7 +36,8 @@ def rollouts_for(examples) -> Rollouts:
       tokens[i, k, :len(ids)], lengths[i, k] = ids, len(ids)
   mask = np.arange(WIDTH) < lengths[..., None]
   logprobs = np.where(mask, -0.25, 0.0).astype(np.float32)
-  return Rollouts(tokens, mask, lengths, np.ones(lengths.shape, bool), logprobs, logprobs * 2)
+  return Rollouts(tokens, mask, lengths, np.ones(lengths.shape, bool), logprobs, logprobs * 2,
+                  np.where(mask, 0.5, -np.inf).astype(np.float32))
 
 
 def differences(a, b) -> list[str]:
@@ -49,12 +50,15 @@ def differences(a, b) -> list[str]:
 
 examples = arithmetic_task(10, seed=3, difficulty=1)
 long = lambda e: dataclasses.replace(e, question=e.question + " Think." * 40)  # noqa: E731
-cases = {"demo": (examples, "demo"), "correct_solution": (examples, "correct_solution"),
-         "some_overlong": ([long(e) if i in (2, 3, 6) else e for i, e in enumerate(examples)], "demo"),
-         "process1_all_overlong": ([long(e) if i % 2 else e for i, e in enumerate(examples)], "correct_solution")}
+some_long = [long(e) if i in (2, 3, 6) else e for i, e in enumerate(examples)]
+cases = {"demo": (examples, "demo", "drop"), "correct_solution": (examples, "correct_solution", "drop"),
+         "some_overlong": (some_long, "demo", "drop"), "some_truncated": (some_long, "demo", "truncate"),
+         "process1_all_overlong": ([long(e) if i % 2 else e for i, e in enumerate(examples)], "correct_solution",
+                                   "drop")}
 report = {}
-for name, (batch_examples, mode) in cases.items():
-  settings = DistillSettings(teacher_mode=mode, max_prompt_tokens=600, max_completion_tokens=C)
+for name, (batch_examples, mode, policy) in cases.items():
+  settings = DistillSettings(teacher_mode=mode, max_prompt_tokens=800, max_completion_tokens=C,
+                             overlong_prompts=policy)
   whole = prepare_prompts(batch_examples, tokenizer, settings)
   rollouts = rollouts_for(whole.examples)
   expected = build_batch(whole, rollouts, tokenizer, settings)
@@ -63,7 +67,7 @@ for name, (batch_examples, mode) in cases.items():
   report[name] = {"same_prompts": shared.ids == whole.ids, "differences": differences(joined, expected),
                   "kept": len(whole.ids), "kept_here": len(local.ids), "counts": expected.counts}
 
-settings = DistillSettings(max_prompt_tokens=600, max_completion_tokens=C)
+settings = DistillSettings(max_prompt_tokens=800, max_completion_tokens=C)
 mine = examples[jax.process_index()::jax.process_count()]
 if jax.process_index() == 1:
   mine = [dataclasses.replace(e, verifier="no_such_verifier") for e in mine]

@@ -111,3 +111,14 @@ def pytest_collection_modifyitems(config, items):
       skip = pytest.mark.skip(reason=f"needs a {platform.upper()} visible to JAX")
       for item in marked:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """(config file, folder for runs, the uninterrupted 8-step reference run) of tests/tiny_run.py, trained once."""
+  from tiny_run import make_setup, train
+  root = tmp_path_factory.mktemp("tiny_run")
+  config_file = make_setup(str(root))
+  result = train(config_file, root / "reference")
+  assert result.returncode == 0, result.stderr
+  return config_file, root, root / "reference"

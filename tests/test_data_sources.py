@@ -226,6 +226,9 @@ def test_jsonl_reads_the_documented_schema(tmp_path):
     ('{"question": "q", "answer": "A", "verifier": "essay"}', "line 2: field 'verifier' is 'essay'"),
     ('{"question": "q", "answer": "7", "verifier": "arithmetic"}', "line 2: field 'answer' must be an integer"),
     ('["q"]', "line 2: expected a JSON object"),
+    ('{"question": "q \\ud83d", "answer": "A", "verifier": "mcq"}', "line 2: field 'question' holds a lone surrogate"),
+    ('{"question": "q", "answer": [{"Action": "f", "Action_Input": "\\udc00"}], "verifier": "tooluse"}',
+     "line 2: field 'answer\\[0\\].Action_Input' holds a lone surrogate"),
 ])
 def test_jsonl_bad_line_names_file_and_line(tmp_path, line, message):
   path = write_jsonl(tmp_path / "bad.jsonl", ['{"question": "q", "answer": "A", "verifier": "mcq"}', line])

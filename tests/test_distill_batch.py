@@ -7,6 +7,7 @@ import pytest
 
 from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
 from caopd_jax.calibration.prompt_fit import fit_example, screen_examples, with_question
+from caopd_jax.calibration import rewrite
 from caopd_jax.calibration.rewrite import patch_demonstration
 from caopd_jax.data.prompts import render, student_messages, teacher_messages
 from caopd_jax.data.arithmetic import arithmetic_task
@@ -159,6 +160,30 @@ def test_teacher_prompts_over_budget_after_the_rollouts_are_cut_or_left_without_
   assert batch.teacher_mask[:, :-40].sum(axis=1).max() <= 260 and batch.loss_mask.sum() > 0
   batch = build_batch(prompts, rollouts, tokenizer, DistillSettings(max_prompt_tokens=20, max_completion_tokens=40))
   assert batch.counts["teacher_overlong"] == 2 and batch.loss_mask.sum() == 0
+
+
+def test_a_prompt_whose_host_work_fails_is_left_out_and_counted(setup, monkeypatch):
+  """A verifier raising on one prompt (a malformed gold answer) and a rewrite raising on one rollout of the other:
+  each prompt is left out of the loss, counted and described; the batch is still built."""
+  tokenizer, examples, rollouts = setup
+  settings = DistillSettings(max_completion_tokens=40)
+  broken = [dataclasses.replace(examples[0], answer="not an integer"), examples[1]]
+  batch = build_batch(prepare_prompts(broken, tokenizer, settings), rollouts, tokenizer, settings)
+  assert batch.counts["failed_prompts"] == 1 and batch.loss_mask[:4].sum() == 0 and batch.loss_mask[4:].sum() > 0
+  assert len(batch.failures) == 1 and batch.failures[0].startswith(f"{examples[0].id}: verifying its rollouts")
+  real = rewrite.rewrite_completion
+  calls = []
+
+  def failing_once(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 6:   # rollout 1 of prompt 2
+      raise RuntimeError("a tokenizer that cannot encode this")
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(rewrite, "rewrite_completion", failing_once)
+  batch = build_batch(prepare_prompts(examples, tokenizer, settings), rollouts, tokenizer, settings)
+  assert batch.counts["failed_prompts"] == 1 and batch.loss_mask[4:].sum() == 0 and batch.loss_mask[:4].sum() > 0
+  assert batch.failures == [f"{examples[1].id}: rewriting rollout 1: RuntimeError: a tokenizer that cannot encode this"]
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -19,78 +18,27 @@ from caopd_jax import models
 from caopd_jax.config_files import load_file, parse_args
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.tokenizers.characters import character_tokenizer
 from caopd_jax.train import loop
+from tiny_run import ROOT, command, losses, wait_for_steps
+from tiny_run import train as train_cli
 from caopd_jax.train.config import validate
 from caopd_jax.train.logger import read_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The demo's config (its short prompt wording suits the character vocabulary) with a tiny budget.
-CONFIG = '''
-import importlib.util
-spec = importlib.util.spec_from_file_location("demo_config", {demo!r})
-demo = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(demo)
-
-def get_config():
-  c = demo.get_config()
-  c.model.path = {model!r}
-  c.rollout.prompts_per_step, c.rollout.num_samples = 2, 4
-  c.train.steps, c.train.batch_size, c.train.micro_batch_size = 8, 4, 2
-  c.distill.max_completion_tokens = 24
-  c.optim.lr = 1e-2
-  c.checkpoint.every, c.checkpoint.keep = 2, 3
-  c.eval.every, c.eval.limit = 4, 4
-  c.log.progress = False
-  return c
-'''
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tiny_run):
   """(config file path, folder for runs) with a random 1-layer model saved as an Orbax checkpoint."""
-  root = tmp_path_factory.mktemp("train")
-  tokenizer = character_tokenizer()
-  config = models.ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
-                              max_position_embeddings=512, eos_token_ids=(tokenizer.eos_id,))
-  models.save(str(root / "base"), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
-  (root / "config.py").write_text(CONFIG.format(demo=os.path.join(ROOT, "configs", "demo.py"), model=str(root / "base")))
-  return str(root / "config.py"), root
-
-
-def _command(config_file, run_dir, *overrides):
-  return [sys.executable, "-m", "caopd_jax.train", f"--config={config_file}",
-          f"--config.train.output_dir={run_dir}", *overrides]
-
-
-def _train(config_file, run_dir, *overrides):
-  result = subprocess.run(_command(config_file, run_dir, *overrides), capture_output=True, text=True, timeout=600)
-  return result
-
-
-def _losses(run_dir):
-  return [(r["step"], r["train/loss"], r["train/grad_norm"]) for r in read_metrics(run_dir)]
-
-
-def _wait_for_steps(run_dir, count, process):
-  while len(read_metrics(run_dir)) < count:
-    assert process.poll() is None, process.stderr.read()
-    time.sleep(0.05)
+  return tiny_run[:2]
 
 
 @pytest.fixture(scope="module")
-def reference_run(setup):
-  config_file, root = setup
-  result = _train(config_file, root / "reference")
-  assert result.returncode == 0, result.stderr
-  return root / "reference"
+def reference_run(tiny_run):
+  return tiny_run[2]
 
 
 def test_run_folder_loads_as_a_model(reference_run):
-  losses = _losses(reference_run)
-  assert [s for s, _, _ in losses] == list(range(1, 9))
-  assert all(np.isfinite(loss) for _, loss, _ in losses)
+  logged = losses(reference_run)
+  assert [s for s, _, _ in logged] == list(range(1, 9))
+  assert all(np.isfinite(loss) for _, loss, _ in logged)
   assert sorted(os.listdir(reference_run / "checkpoints")) == ["4", "6", "8"]   # every 2 steps, keep the last 3
   config, params = models.load(str(reference_run))                      # the latest student
   _, older = models.load(str(reference_run), step=6)
@@ -105,15 +53,15 @@ def test_run_folder_loads_as_a_model(reference_run):
 def test_sigkill_then_resume_repeats_the_losses_exactly(setup, reference_run):
   config_file, root = setup
   run_dir = root / "killed"
-  process = subprocess.Popen(_command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  _wait_for_steps(run_dir, 5, process)
+  process = subprocess.Popen(command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  wait_for_steps(run_dir, 5, process)
   process.kill()
   process.wait()
   assert len(read_metrics(run_dir)) < 8
-  result = _train(config_file, run_dir)
+  result = train_cli(config_file, run_dir)
   assert result.returncode == 0, result.stderr
   assert "resumed" in result.stdout + result.stderr
-  assert _losses(run_dir) == _losses(reference_run)
+  assert losses(run_dir) == losses(reference_run)
   _, resumed = models.load(str(run_dir))
   _, reference = models.load(str(reference_run))
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
@@ -123,16 +71,16 @@ def test_sigkill_then_resume_repeats_the_losses_exactly(setup, reference_run):
 def test_sigterm_saves_and_the_run_resumes(setup, reference_run):
   config_file, root = setup
   run_dir = root / "terminated"
-  process = subprocess.Popen(_command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  _wait_for_steps(run_dir, 1, process)
+  process = subprocess.Popen(command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  wait_for_steps(run_dir, 1, process)
   process.send_signal(signal.SIGTERM)
   out, err = process.communicate(timeout=300)
-  assert process.returncode == 0, err
+  assert process.returncode == 128 + signal.SIGTERM, err   # not 0: the run did not finish
   assert "stopped by SIGTERM" in out
   stopped_at = len(read_metrics(run_dir))
   assert stopped_at < 8 and str(stopped_at) in os.listdir(run_dir / "checkpoints")
-  assert _train(config_file, run_dir).returncode == 0
-  assert _losses(run_dir) == _losses(reference_run)
+  assert train_cli(config_file, run_dir).returncode == 0
+  assert losses(run_dir) == losses(reference_run)
 
 
 @pytest.mark.parametrize("failing_call", [2, 3])
@@ -160,14 +108,16 @@ def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, reference
   config = load_file(config_file)
   config.train.output_dir = str(root / f"signal_in_compile_{failing_call}")
   config.checkpoint.every = 100  # the only checkpoint is the one written after the failure
-  run_dir = loop.train(config)
+  result = loop.train(config)
+  run_dir = result.run_dir
+  assert result.stopped_by == "SIGTERM" and result.step == failing_call - 1
   assert f"RuntimeError after SIGTERM during step {failing_call}" in capsys.readouterr().out
   done = failing_call - 1
   assert len(read_metrics(run_dir)) == done and str(done) in os.listdir(os.path.join(run_dir, "checkpoints"))
   monkeypatch.undo()
-  assert loop.train(config) == run_dir and [r["step"] for r in read_metrics(run_dir)] == list(range(1, 9))
+  assert loop.train(config) == (run_dir, 8, None) and [r["step"] for r in read_metrics(run_dir)] == list(range(1, 9))
   if failing_call == 3:
-    assert _losses(run_dir) == _losses(reference_run)
+    assert losses(run_dir) == losses(reference_run)
   with pytest.raises(RuntimeError, match="ptxas"):  # without a stop signal the error is the run's error
     monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: lambda state, batch: (_ for _ in ()).throw(
         RuntimeError("ptxas exited with non-zero error code 15")))
@@ -178,7 +128,7 @@ def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, reference
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup):
   config_file, root = setup
   run_dir = root / "exploded"
-  result = _train(config_file, run_dir, "--config.optim.lr=1e38", "--config.optim.warmup_fraction=0",
+  result = train_cli(config_file, run_dir, "--config.optim.lr=1e38", "--config.optim.warmup_fraction=0",
                   "--config.optim.weight_decay=1", "--config.checkpoint.every=1",
                   "--config.train.batch_size=8")  # one step per rollout batch: a checkpoint after every step
   assert result.returncode == 2
@@ -192,7 +142,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup):
 
 def test_resume_with_another_config_is_refused(setup, reference_run):
   config_file, _ = setup
-  result = _train(config_file, reference_run, "--config.optim.lr=0.5")
+  result = train_cli(config_file, reference_run, "--config.optim.lr=0.5")
   assert result.returncode == 2 and "optim.lr: 0.01 -> 0.5" in result.stderr
 
 
@@ -208,6 +158,10 @@ def test_resume_with_another_config_is_refused(setup, reference_run):
     ("--config.sharding.rules=vocab=pipeline", "sharding.rules entry 'vocab=pipeline'"),
     ("--config.prompts.fewshot=('one string',)", "config.prompts: PromptConfig.fewshot must be"),
     ("--config.train.steps=0", "must be > 0, or -1"),
+    ("--config.seed=-1", r"config.seed must be in \[0, 2\*\*32\), got -1"),
+    ("--config.rollout.decode_chunk=0", "config.rollout.decode_chunk must be > 0"),
+    ("--config.optim.lr=nan", "config.optim.lr must be > 0, got nan"),
+    ("--config.optim.weight_decay=inf", "config.optim.weight_decay = inf is not a finite number"),
     ("--config.distill.overlong_prompts=cut", "distill.overlong_prompts = 'cut' is not one of"),
 ])
 def test_config_errors(setup, override, message):
@@ -245,7 +199,7 @@ def test_varied_prompt_widths_compile_the_step_a_bounded_number_of_times(setup, 
   config_file, _ = setup
   data = _arithmetic_jsonl(tmp_path / "varied.jsonl", VARIED)
   result = subprocess.run(
-      _command(config_file, tmp_path / "run", f"--config.data.name={data}", "--config.distill.max_prompt_tokens=400",
+      command(config_file, tmp_path / "run", f"--config.data.name={data}", "--config.distill.max_prompt_tokens=400",
                "--config.train.prompt_buckets=4", "--config.train.steps=12", "--config.eval.every=0",
                "--config.distill.divergence=sampled_token", "--config.rollout.top_p=0.9"),
       capture_output=True, text=True, timeout=600, env={**os.environ, "JAX_LOG_COMPILES": "1"})
@@ -267,18 +221,18 @@ def test_overlong_prompts_follow_the_policy_and_steps_minus_one_sizes_the_run(se
   is one pass over the usable examples; the data report, its file and the per-iteration counts say so."""
   config_file, _ = setup
   data = _arithmetic_jsonl(tmp_path / "varied.jsonl", VARIED)
-  result = _train(config_file, tmp_path / "run", f"--config.data.name={data}", "--config.distill.max_prompt_tokens=200",
-                  f"--config.distill.overlong_prompts={policy}", "--config.train.steps=-1", "--config.data.num_epochs=1",
-                  "--config.eval.every=0")
+  result = train_cli(config_file, tmp_path / "run", f"--config.data.name={data}",
+                     "--config.distill.max_prompt_tokens=200", f"--config.distill.overlong_prompts={policy}",
+                     "--config.train.steps=-1", "--config.data.num_epochs=1", "--config.eval.every=0")
   assert result.returncode == 0, result.stderr
   report = json.loads((tmp_path / "run" / "data_report.json").read_text())
   assert report["read"] == 24 and report["usable"] + report["dropped"] == 24
-  assert max(report["student_tokens"]) <= 200 and max(report["teacher_tokens"]) <= 200
+  assert report["student_tokens"]["max"] <= 200 and report["teacher_tokens"]["max"] <= 200
   if policy == "truncate":
     assert report["dropped"] == 0 and report["truncated"] > 0
   else:
     assert report["dropped"] > 0 and report["truncated"] == 0
-  summary = f"data: 24 examples read, {report['usable']} usable ({report['truncated']} truncated to fit 200 prompt tokens"
+  summary = f"data: 24 examples read, {report['usable']} usable ({report['truncated']} truncated to fit 200 prompt"
   assert summary in result.stdout
   records = read_metrics(tmp_path / "run")
   assert len(records) == report["usable"] // 2 * 2   # 2 prompts per rollout batch, 8 rows, 4 per optimizer step
@@ -294,14 +248,14 @@ def test_overlong_prompts_follow_the_policy_and_steps_minus_one_sizes_the_run(se
 def test_data_that_cannot_supply_the_run_stops_before_step_1(setup, tmp_path, overrides, message):
   config_file, _ = setup
   data = _arithmetic_jsonl(tmp_path / "varied.jsonl", VARIED)
-  result = _train(config_file, tmp_path / "run", f"--config.data.name={data}", *overrides)
+  result = train_cli(config_file, tmp_path / "run", f"--config.data.name={data}", *overrides)
   assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
   assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_missing_model_fails_before_compiling(setup, tmp_path):
   config_file, _ = setup
-  result = _train(config_file, tmp_path / "run", f"--config.model.path={tmp_path}/nope")
+  result = train_cli(config_file, tmp_path / "run", f"--config.model.path={tmp_path}/nope")
   assert result.returncode == 2 and f"{tmp_path}/nope does not exist" in result.stderr
   assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
@@ -352,7 +306,9 @@ def test_two_processes_join_their_shares_into_the_one_process_batch():
     assert cases["some_overlong"]["counts"]["dropped_overlong"] == 3
     assert cases["some_truncated"]["counts"]["truncated_prompts"] == 3 and cases["some_truncated"]["kept"] == 10
     assert cases["correct_solution"]["counts"]["no_correct_fallback"] == 3
-    expected_failure = "no_such_verifier" if report["process"] == 1 else "process 1 failed while verifying"
+    assert report["left_out"]["failed_prompts"] == 5 and report["left_out"]["rows_without_loss"] == 5 * 4
+    assert all("unknown verifier 'no_such_verifier'" in f for f in report["left_out"]["failures"])
+    expected_failure = "host out of memory" if report["process"] == 1 else "process 1 failed while verifying"
     assert report["failure"] is not None and expected_failure in report["failure"], report["failure"]
   kept_by_process1 = [r["cases"]["process1_all_overlong"]["kept_here"] for r in reports if r["process"] == 1]
   assert kept_by_process1 == [0]
@@ -404,14 +360,14 @@ def test_two_processes_run_the_same_command_like_one(setup, reference_run):
   for index in range(2):
     env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
                JAX_PROCESS_ID=str(index), XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs.append(subprocess.Popen(_command(config_file, run_dir, "--mesh=auto"), env=env, stdout=subprocess.PIPE,
+    procs.append(subprocess.Popen(command(config_file, run_dir, "--mesh=auto"), env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
   outputs = [p.communicate(timeout=900) for p in procs]
   for p, (out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
   assert outputs[0][0].strip().endswith(str(run_dir)) and str(run_dir) not in outputs[1][0]   # process 0 prints
-  losses = _losses(run_dir)
-  assert [s for s, _, _ in losses] == list(range(1, 9)) and all(np.isfinite(v) for _, v, _ in losses)
+  logged = losses(run_dir)
+  assert [s for s, _, _ in logged] == list(range(1, 9)) and all(np.isfinite(v) for _, v, _ in logged)
   first, reference_first = read_metrics(run_dir)[0], read_metrics(reference_run)[0]
   for key in ("rollout/mean_length", "rollout/accuracy", "rollout/format_adherence"):   # the same rollouts
     assert first[key] == reference_first[key], key

@@ -117,6 +117,24 @@ def test_failed_save_leaves_nothing(qwen2_folder, tmp_path):
 # ---- bad input -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("format", ["hf", "orbax", "gguf"])
+def test_saved_models_get_the_modes_the_umask_gives(qwen2_folder, tmp_path, format):
+  """Before: every saved folder was 0700 and a GGUF file 0600 (the temporary names' modes), whatever the umask."""
+  _, src = qwen2_folder
+  config, params = models.load(src)
+  previous = os.umask(0o022)
+  try:
+    path = str(tmp_path / ("model.gguf" if format == "gguf" else "model"))
+    models.save(path, config, params, format=format)
+  finally:
+    os.umask(previous)
+  modes = {os.path.relpath(os.path.join(d, name), path): os.stat(os.path.join(d, name)).st_mode & 0o777
+           for d, folders, files in os.walk(path) for name in folders + files}
+  modes["."] = os.stat(path).st_mode & 0o777
+  expected = {name: 0o755 if os.path.isdir(os.path.join(path, name)) else 0o644 for name in modes}
+  assert modes == expected
+
+
 def test_missing_path():
   with pytest.raises(InputNotFoundError, match="does not exist"):
     models.load("/no/such/model")

@@ -83,7 +83,8 @@ class DistillBatch(NamedTuple):
   token is the student's own sample, unchanged (False on the rewritten confidence line, EOS and re-encoded text);
   sample_logprob float32 [R, C]: its log-prob under the sampler's distribution (Rollouts.logprobs);
   sample_threshold float32 [R, C]: the sampler's support as a raw logit (Rollouts.thresholds); edited bool [R];
-  correct bool [P, K]; stats: per-prompt arrays (rewrite.rollout_stats); counts: policy counters (module docstring).
+  correct bool [P, K]; stats: per-prompt arrays (rewrite.rollout_stats); counts: policy counters (module docstring);
+  failures: "example id: what failed" for each prompt left out because its host-side work raised (build_batch).
   """
   student_tokens: np.ndarray
   student_mask: np.ndarray
@@ -99,6 +100,7 @@ class DistillBatch(NamedTuple):
   correct: np.ndarray
   stats: dict
   counts: dict
+  failures: list
 
 
 def prepare_prompts(examples: Sequence[Example], tokenizer: Tokenizer, settings: DistillSettings) -> Prompts:
@@ -136,17 +138,59 @@ def _left_pad(rows: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarra
   return tokens, mask
 
 
+def _teacher_prompt(p: int, example: Example, correct: np.ndarray, texts: list, rewritten, tokenizer: Tokenizer,
+                    settings: DistillSettings, counts: dict, keep: np.ndarray) -> list[int]:
+  """Prompt p's teacher prompt ids under the teacher mode and its policies (module docstring); updates `counts`
+  and, for a prompt left without loss, `keep`."""
+  target = rewritten.stats["target"][p] if settings.calibrate else None
+  mode, solution = settings.teacher_mode, None
+  if mode == "correct_solution":
+    if correct[p].any():
+      solution = texts[p][int(np.argmax(correct[p]))]
+    elif settings.no_correct_policy == "demo":
+      mode = "demo"
+      counts["no_correct_fallback"] += 1
+    else:
+      mode = "demo"
+      keep[p] = False
+      counts["skipped_no_correct"] += 1
+  ids, cut = _teacher_ids(example, mode, solution, target, tokenizer, settings)
+  if ids is None and mode == "correct_solution":
+    ids, cut = _teacher_ids(example, "demo", None, target, tokenizer, settings)
+  if ids is None:   # not even the demonstration fits: the prompt is kept for the batch's shape, without loss
+    ids, keep[p] = tokenizer.encode(render(tokenizer, student_messages(example, settings.prompts))), False
+    counts["teacher_overlong"] += 1
+  counts["teacher_cut"] += cut
+  return ids
+
+
+def _failure(stage: str, error: Exception) -> str:
+  return f"{stage}: {type(error).__name__}: {str(error)[:300]}"
+
+
 def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: DistillSettings) -> DistillBatch:
-  """Verifies the rollouts, rewrites them (when calibrating), builds teacher prompts and pads everything."""
+  """Verifies the rollouts, rewrites them (when calibrating), builds teacher prompts and pads everything.
+
+  A prompt whose host-side work raises (decoding, verifying, rewriting or its teacher prompt) is left out of
+  the loss (its rows stay, zero-masked), counted (failed_prompts) and described in DistillBatch.failures; the
+  batch, and the run, go on.
+  """
   examples, num_prompts = prompts.examples, len(prompts.examples)
   k = rollouts.tokens.shape[1]
-  texts = [[tokenizer.decode(rollouts.tokens[p, j, :rollouts.lengths[p, j]].tolist(), skip_special_tokens=True)
-            for j in range(k)] for p in range(num_prompts)]
-  correct = np.array([[get_verifier(ex.verifier)(t, ex.answer) for t in row] for ex, row in zip(examples, texts)],
-                     dtype=bool).reshape(num_prompts, k)
+  failures = {}   # prompt index -> what failed
+  texts, correct = [[""] * k for _ in range(num_prompts)], np.zeros((num_prompts, k), bool)
+  for p, example in enumerate(examples):
+    try:
+      texts[p] = [tokenizer.decode(rollouts.tokens[p, j, :rollouts.lengths[p, j]].tolist(), skip_special_tokens=True)
+                  for j in range(k)]
+      correct[p] = [get_verifier(example.verifier)(text, example.answer) for text in texts[p]]
+    except Exception as error:  # noqa: BLE001  (one prompt's failure must not stop the run)
+      failures[p] = _failure("verifying its rollouts", error)
   c = settings.max_completion_tokens
   rewritten = rewrite_batch(tokenizer, rollouts.tokens, rollouts.lengths, correct, max_tokens=c,
                             eos_id=tokenizer.eos_id, enabled=settings.calibrate)
+  for row, message in rewritten.failures.items():
+    failures.setdefault(row // k, f"rewriting rollout {row % k}: {message}")
   counts = {"dropped_overlong": prompts.dropped_overlong,
             "truncated_prompts": sum(ex.question_cut > 0 for ex in examples), "no_correct_fallback": 0,
             "skipped_no_correct": 0, "truncated_body": int(rewritten.truncated_body.sum()), "teacher_cut": 0,
@@ -154,26 +198,14 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
             "rewrite_inexact": rewritten.paths.get("inexact", 0)}
   teacher_ids, keep = [], np.ones(num_prompts, bool)
   for p, example in enumerate(examples):
-    target = rewritten.stats["target"][p] if settings.calibrate else None
-    mode, solution = settings.teacher_mode, None
-    if mode == "correct_solution":
-      if correct[p].any():
-        solution = texts[p][int(np.argmax(correct[p]))]
-      elif settings.no_correct_policy == "demo":
-        mode = "demo"
-        counts["no_correct_fallback"] += 1
-      else:
-        mode = "demo"
-        keep[p] = False
-        counts["skipped_no_correct"] += 1
-    ids, cut = _teacher_ids(example, mode, solution, target, tokenizer, settings)
-    if ids is None and mode == "correct_solution":
-      ids, cut = _teacher_ids(example, "demo", None, target, tokenizer, settings)
-    if ids is None:   # not even the demonstration fits: the prompt is kept for the batch's shape, without loss
-      ids, keep[p] = tokenizer.encode(render(tokenizer, student_messages(example, settings.prompts))), False
-      counts["teacher_overlong"] += 1
-    counts["teacher_cut"] += cut
+    try:
+      ids = _teacher_prompt(p, example, correct, texts, rewritten, tokenizer, settings, counts, keep)
+    except Exception as error:  # noqa: BLE001
+      failures.setdefault(p, _failure("building its teacher prompt", error))
+      ids = prompts.ids[p]   # a stand-in of the right kind; the prompt is left out below
     teacher_ids.append(ids)
+  keep[list(failures)] = False
+  counts["failed_prompts"] = len(failures)
 
   pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
   repeat = lambda rows: [row for row in rows for _ in range(k)]  # noqa: E731
@@ -197,4 +229,5 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
       teacher_mask=np.concatenate([teacher_prompt_mask, completion_mask], axis=1),
       completion=rewritten.ids, loss_mask=loss_mask, confidence_mask=confidence_mask, sampled=rewritten.sampled_mask,
       sample_logprob=per_token(rollouts.logprobs, 0.0), sample_threshold=per_token(rollouts.thresholds, -np.inf),
-      edited=rewritten.edited, correct=correct, stats=rewritten.stats, counts=counts)
+      edited=rewritten.edited, correct=correct, stats=rewritten.stats, counts=counts,
+      failures=[f"{examples[p].id}: {message}" for p, message in sorted(failures.items())])

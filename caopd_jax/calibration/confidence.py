@@ -3,7 +3,7 @@
 Parsing (`parse_confidence`) takes the LAST `Confidence: <value>` in the text
 (case-insensitive; markdown bold such as `**Confidence:** 0.8` is accepted) and,
 only when there is none, the LAST `<confidence>value</confidence>`. A value is
-a number (`0.7`, `.7`, `70`, `-0.1`), a percentage (`70%`) or a fraction
+a number (`0.7`, `.7`, `70`, `-0.1`, `1e-5`), a percentage (`70%`) or a fraction
 (`8/10`), mapped to [0, 1] by `_to_probability`:
 
   `a/b` (b > 0)          -> a / b
@@ -31,7 +31,7 @@ import re
 _SPACE = r"[^\S\n]"  # whitespace within a line
 # The key of a confidence line; `confidence_start` and the rewrite cut at its first match.
 CONFIDENCE_KEY = re.compile(rf"\bconfidence\**{_SPACE}*:", re.IGNORECASE)
-_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _VALUE = rf"(?P<num>{_NUMBER})(?:{_SPACE}*(?P<pct>%)|{_SPACE}*/{_SPACE}*(?P<den>{_NUMBER}))?"
 _LINE_VALUE = re.compile(rf"{CONFIDENCE_KEY.pattern}(?:{_SPACE}|\*)*{_VALUE}", re.IGNORECASE)
 _TAG_VALUE = re.compile(rf"<confidence>\s*{_VALUE}\s*</confidence>", re.IGNORECASE)

@@ -91,6 +91,14 @@ def fit_example(example: Example, tokenizer: Tokenizer, settings) -> Fitted | No
   return Fitted(example, *lengths(example))
 
 
+def _spread(tokens: np.ndarray) -> dict | None:
+  """min, p50, p90, p99, max and mean of prompt lengths in tokens (None for no prompts)."""
+  if not tokens.size:
+    return None
+  low, p50, p90, p99, high = (int(v) for v in np.percentile(tokens, [0, 50, 90, 99, 100], method="lower"))
+  return {"min": low, "p50": p50, "p90": p90, "p99": p99, "max": high, "mean": round(float(tokens.mean()), 1)}
+
+
 class ScreenReport(NamedTuple):
   """What screening did to a dataset. read: examples in; usable: examples out (truncated ones included);
   truncated: cut to fit; dropped: left out; student_tokens / teacher_tokens int [usable]: prompt lengths."""
@@ -103,16 +111,17 @@ class ScreenReport(NamedTuple):
 
   def summary(self, budget: int) -> str:
     """One line for the console, e.g. "data: 1,000 examples read, 990 usable (12 truncated ...), ..."."""
-    def spread(x):
-      return "none" if not x.size else "p50 {:,} / p90 {:,} / max {:,}".format(
-          *(int(v) for v in np.percentile(x, [50, 90, 100], method="lower")))
+    def spread(tokens):
+      stats = _spread(tokens)
+      return "none" if stats is None else "p50 {p50:,} / p90 {p90:,} / max {max:,}".format(**stats)
     return (f"data: {self.read:,} examples read, {self.usable:,} usable ({self.truncated:,} truncated to fit "
             f"{budget:,} prompt tokens, {self.dropped:,} dropped); prompt tokens: student {spread(self.student_tokens)}"
             f", teacher {spread(self.teacher_tokens)}")
 
   def to_json(self) -> dict:
+    """The counts, and each side's prompt-length distribution in tokens (`_spread`)."""
     return {"read": self.read, "usable": self.usable, "truncated": self.truncated, "dropped": self.dropped,
-            "student_tokens": self.student_tokens.tolist(), "teacher_tokens": self.teacher_tokens.tolist()}
+            "student_tokens": _spread(self.student_tokens), "teacher_tokens": _spread(self.teacher_tokens)}
 
 
 def screen_examples(examples: Sequence[Example], tokenizer: Tokenizer, settings,

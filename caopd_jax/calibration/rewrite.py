@@ -201,7 +201,8 @@ class RewrittenBatch(NamedTuple):
   disabled, True on every real position); lengths int32 [P*K];
   edited bool [P*K]: ids differ from the sampled ones (no sampling-time importance correction there);
   truncated_body bool [P*K]; stats: rollout_stats of the ORIGINAL rollouts, per prompt;
-  paths: {path: rows} of the rewrite paths taken (empty when disabled).
+  paths: {path: rows} of the rewrite paths taken (empty when disabled); failures: {row: "Error: message"} of the
+  rows whose rewrite raised (kept as sampled, cut to max_tokens; the caller leaves their prompt out).
   """
   ids: np.ndarray
   loss_mask: np.ndarray
@@ -212,6 +213,7 @@ class RewrittenBatch(NamedTuple):
   truncated_body: np.ndarray
   stats: dict
   paths: dict
+  failures: dict
 
 
 def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray, correct: np.ndarray, *,
@@ -230,13 +232,19 @@ def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray,
                      for rows in sampled], dtype=np.float64)  # None -> NaN
   stats = rollout_stats(correct, stated)
   line_ids = {target: confidence_line_ids(tokenizer, target) for target in set(stats["target"])}
-  rows, truncated, values, kept, paths = [], [], [], [], {}
+  rows, truncated, values, kept, paths, failures = [], [], [], [], {}, {}
   for target, prompt_rows in zip(stats["target"], sampled):
     for row in prompt_rows:
       if enabled:
-        out = rewrite_completion(tokenizer, row, target, max_tokens, eos_id, line_ids[target])
+        try:
+          out = rewrite_completion(tokenizer, row, target, max_tokens, eos_id, line_ids[target])
+          value = value_token_count(tokenizer, out.ids[:-1], target)
+        except Exception as error:  # noqa: BLE001  (one degenerate rollout must not stop the run: its prompt is
+          failures[len(rows)] = f"{type(error).__name__}: {error}"   # left out by the caller, and counted)
+          out, value = RewrittenCompletion(row[:max_tokens], [1] * len(row[:max_tokens]), False,
+                                           len(row[:max_tokens]), "failed"), 0
         row, cut, count = out.ids, out.truncated_body, out.sampled
-        values.append(value_token_count(tokenizer, row[:-1], target))
+        values.append(value)
         paths[out.path] = paths.get(out.path, 0) + 1
       elif len(row) > max_tokens:
         raise CaopdError(f"a sampled completion has {len(row)} tokens, more than max_tokens={max_tokens}; "
@@ -258,4 +266,4 @@ def rewrite_batch(tokenizer: Tokenizer, tokens: np.ndarray, lengths: np.ndarray,
   sampled_mask = columns < np.array(kept)[:, None]
   edited = np.array([row != original for row, original in zip(rows, (r for rs in sampled for r in rs))], dtype=bool)
   return RewrittenBatch(ids, loss_mask, confidence_mask, sampled_mask, out_lengths, edited,
-                        np.array(truncated, dtype=bool), stats, paths)
+                        np.array(truncated, dtype=bool), stats, paths, failures)

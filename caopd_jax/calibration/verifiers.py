@@ -1,7 +1,10 @@
 """Task verifiers: `verify(completion_text, ground_truth) -> bool`, by name (CAOPD.md section 6).
 
 Verifiers only read text with regular expressions and `json.loads`; nothing in a
-completion is ever executed. The answer formats:
+completion is ever executed. They are total: any string in, a bool (parsers: a value or None) out, never an
+exception, in time linear in the text's length (tags.closed_tags instead of a quadratic regular expression;
+JSON nested past Python's recursion limit compares as text; an integer of more than MAX_DIGITS digits is not
+read). The answer formats:
 
   mcq         the content of the LAST closed `<answer>...</answer>` (tags case-insensitive),
               stripped and upper-cased, equals the gold letter (stripped, upper-cased).
@@ -27,9 +30,10 @@ import re
 from typing import Any, Callable
 
 from caopd_jax.calibration.confidence import confidence_start
+from caopd_jax.calibration.tags import closed_tags
 from caopd_jax.errors import CaopdError
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+MAX_DIGITS = 4000   # longer integers are not read (Python's int() refuses more than 4,300 digits)
 _UNCLOSED_ANSWER = re.compile(r"<answer>\s*\(?([A-Za-z])\b", re.IGNORECASE)
 _BARE_LETTER_LINE = re.compile(r"^[ \t]*\(?([A-Z])[).]?[ \t]*$", re.MULTILINE)
 _ANSWER_COLON = re.compile(r"\banswer\s*(?:is)?\s*:\s*\(?([A-Za-z])\b", re.IGNORECASE)
@@ -40,7 +44,7 @@ _WHOLE_INTEGER = re.compile(r"[ \t]*-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)[ \t]*"
 
 
 def _last_answer_tag(text: str) -> str | None:
-  matches = _ANSWER.findall(text)
+  matches = closed_tags(text, "answer")
   return matches[-1].strip() if matches else None
 
 
@@ -97,10 +101,10 @@ def first_json_object(text: str) -> str | None:
 
 
 def _normalise_input(text: str) -> str:
-  """Key-sorted JSON of `text` when it parses as JSON, else the stripped text."""
+  """Key-sorted JSON of `text` when it parses as JSON, else the stripped text (also for JSON nested too deep)."""
   try:
     return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False)
-  except ValueError:
+  except (ValueError, RecursionError):
     return text.strip()
 
 
@@ -139,8 +143,9 @@ def verify_tooluse(completion_text: str, ground_truth: Any) -> bool:
 
 
 # --- arithmetic
-def _to_int(text: str) -> int:
-  return int(text.strip().replace(",", ""))
+def _to_int(text: str) -> int | None:
+  digits = text.strip().replace(",", "")
+  return int(digits) if len(digits) <= MAX_DIGITS else None
 
 
 def parse_integer_answer(text: str) -> int | None:
@@ -159,6 +164,8 @@ def verify_arithmetic(completion_text: str, ground_truth: int | str) -> bool:
     raise CaopdError(f"arithmetic ground truth must be an integer or an integer string like '-1,234'; got "
                      f"{ground_truth!r:.200}. Fix the dataset's answer column.")
   gold = ground_truth if isinstance(ground_truth, int) else _to_int(ground_truth)
+  if gold is None:
+    raise CaopdError(f"arithmetic ground truth {ground_truth[:40]!r}... has more than {MAX_DIGITS} digits")
   return parse_integer_answer(completion_text) == gold
 
 

@@ -250,9 +250,27 @@ def _jsonl_answer(answer, verifier: str, where: str):
   raise CaopdError(f"{where}: field 'answer' must be {expected} for verifier '{verifier}', got {answer!r}")
 
 
+def _check_unicode(value, where: str, field: str = "") -> None:
+  """CaopdError naming the field of a string that is not valid Unicode text: JSON's \\ud83d escapes can spell a
+  lone surrogate, which no tokenizer can encode (it would fail the first batch holding it, on every rerun)."""
+  if isinstance(value, str):
+    try:
+      value.encode("utf-8")
+    except UnicodeEncodeError as e:
+      raise CaopdError(f"{where}: field '{field}' holds a lone surrogate (U+{ord(value[e.start]):04X} at character "
+                       f"{e.start}, an unpaired \\u escape), which is not text; fix or remove that line") from None
+  elif isinstance(value, dict):
+    for key, item in value.items():
+      _check_unicode(item, where, f"{field}.{key}" if field else str(key))
+  elif isinstance(value, list):
+    for index, item in enumerate(value):
+      _check_unicode(item, where, f"{field}[{index}]")
+
+
 def _jsonl_example(row, where: str, default_id: str, task: str) -> Example:
   if not isinstance(row, dict):
     raise CaopdError(f"{where}: expected a JSON object, got {type(row).__name__}")
+  _check_unicode(row, where)
   for name in ("question", "answer", "verifier"):
     if row.get(name) is None:
       raise CaopdError(f"{where}: required field '{name}' is missing; each line needs question, answer, verifier")

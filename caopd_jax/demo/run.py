@@ -73,7 +73,9 @@ def run_demo(config) -> dict:
     run = copy.deepcopy(config)
     run.model.path, run.distill.calibrate = base, calibrate
     run.train.output_dir = folders[name] = os.path.join(out, folder)
-    train(run)
+    stopped_by = train(run).stopped_by
+    if stopped_by:
+      raise CaopdError(f"the {name} run was stopped by {stopped_by} (saved); run the demo again to resume it")
   examples = load_examples("arithmetic", "eval", num_examples=config.demo.eval_examples, seed=config.seed,
                            difficulty=list(config.data.difficulty))
   modes = {"greedy": (1, 0.0), "sampled": (config.demo.eval_samples, config.rollout.temperature)}

@@ -41,6 +41,9 @@ Where the reference's scripts cannot produce a number we decide, and say so in t
     raises ValueError and stops. We read its longest leading number (0.8, 1.2), None when it has none.
   - a rule-2/3 value that float() reads as nan or inf (`nan`, `inf`, `1e999`): the reference carries it into
     every metric (all NaN or inf). We count it as no confidence.
+  - an action input nested deeper than Python's JSON parser goes (about 1,000 brackets): the reference raises
+    RecursionError and stops. We compare it as text, as any input that does not parse.
+Every reader is total and linear in the text's length (tags.closed_tags for the `<confidence>` tags).
 """
 
 import json
@@ -48,6 +51,7 @@ import math
 import re
 from typing import Any
 
+from caopd_jax.calibration.tags import closed_tags
 from caopd_jax.errors import CaopdError
 
 _CLOSED_ANSWER = re.compile(r"<answer>\s*([A-Da-d])\s*</answer>", re.IGNORECASE)
@@ -57,7 +61,6 @@ _ANSWER_WORD = re.compile(r"[Aa]nswer(?:\s+is)?[:\s]+([A-Da-d])\b")
 _ACTION = re.compile(r"Action:\s*([^\n]+)", re.IGNORECASE)
 _LINE_VALUE = re.compile(r"Confidence:\s*([\d.]+)", re.IGNORECASE)
 _LEADING_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_TAG = re.compile(r"<confidence>(.*?)</confidence>", re.DOTALL)
 _SIGNED_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _OPEN_TAG = re.compile(r"<confidence>\s*(\d+(?:\.\d+)?)\s*%?")
 
@@ -131,7 +134,7 @@ def _normalise(value: str) -> str:
     return "{}"
   try:
     return json.dumps(json.loads(value), sort_keys=True)
-  except ValueError:
+  except (ValueError, RecursionError):   # RecursionError: JSON nested too deep for Python (the reference crashes)
     return value
 
 
@@ -184,7 +187,7 @@ def read_confidence(text: str) -> tuple[float | None, str | None]:
       value = None if lead is None else min(1.0, max(0.0, float(lead[0])))
       return value, f"the reference's scripts crash on 'Confidence: {lines[-1]}'; read as " + (
           "no confidence" if value is None else f"{value}")
-  tags = _TAG.findall(text)
+  tags = closed_tags(text, "confidence", ignore_case=False)   # the regex <confidence>(.*?)</confidence>, linear
   if tags:
     raw = tags[-1].strip()
     try:

@@ -72,6 +72,13 @@ def allgather_objects(obj) -> list:
   return [pickle.loads(part[:size].tobytes()) for part, size in zip(stacked, sizes)]
 
 
+def sync_processes(name: str) -> None:
+  """Waits until every process has reached the point called `name` (nothing to wait for with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
 def to_host(x: jax.Array) -> np.ndarray:
   """The whole of a (possibly multi-process) array as NumPy on this host."""
   if getattr(x, "is_fully_addressable", True):

@@ -1,10 +1,13 @@
 """`python -m caopd_jax.train --config=configs/NAME.py [--config.FIELD=VALUE ...] [--mesh=1|auto|data:2,fsdp:4]`.
 
-Trains (or resumes, if train.output_dir holds a run with the same config) and prints the run folder.
+Trains (or resumes, if train.output_dir holds a run with the same config) and prints the run folder. Exit
+status: 0 when the run reached train.steps; 143 (SIGTERM) or 130 (SIGINT) when a signal stopped it early after
+saving (run the same command to resume); 2 for an error the message explains.
 `--print_config` prints the resolved config and exits. On several hosts every process runs the same
 command; `jax.distributed` starts from the environment (sharding/distributed.py, launch/README.md).
 """
 
+import signal
 import sys
 
 from caopd_jax.cli import run_main
@@ -22,11 +25,11 @@ def main(argv=None) -> int:
   from caopd_jax.sharding.distributed import initialize
   from caopd_jax.train.loop import train
   initialize()
-  run_dir = train(config)
+  result = train(config)
   import jax
   if jax.process_index() == 0:
-    print(run_dir)
-  return 0
+    print(result.run_dir)
+  return 128 + signal.Signals[result.stopped_by] if result.stopped_by else 0
 
 
 if __name__ == "__main__":

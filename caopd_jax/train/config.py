@@ -15,6 +15,7 @@ Defaults are the CaOPD reference's (CAOPD.md section 9) unless a comment says ot
 """
 
 import dataclasses
+import math
 
 import ml_collections
 
@@ -100,6 +101,7 @@ def default_config() -> ml_collections.ConfigDict:
   # compiles at most this number squared times (student x teacher width) and the sampler this many times
   c.train.prompt_buckets = 4        # width rungs per side (see above)
   c.train.output_dir = "runs/caopd"  # checkpoints, logs and the config; an existing run there is resumed
+  c.train.allow_other_files = False  # let output_dir hold files a run did not write (refused by default)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 50           # save every N optimizer steps (and at the end, and on SIGTERM/SIGINT)
@@ -149,9 +151,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "distill.max_completion_tokens": config.distill.max_completion_tokens,
               "distill.vocab_chunk": config.distill.vocab_chunk, "optim.lr": config.optim.lr,
               "distill.temperature": config.distill.temperature}
+  positive["rollout.decode_chunk"] = config.rollout.decode_chunk
   for name, value in positive.items():
-    if value <= 0:
+    if not value > 0:   # NaN too
       raise CaopdError(f"config.{name} must be > 0, got {value}")
+  for name, value in flat_items(config.to_dict()):
+    if isinstance(value, float) and not math.isfinite(value):
+      raise CaopdError(f"config.{name} = {value} is not a finite number")
+  if not 0 <= config.seed < 2**32:
+    raise CaopdError(f"config.seed must be in [0, 2**32), got {config.seed}")
   if config.train.steps <= 0 and config.train.steps != -1:
     raise CaopdError(f"config.train.steps must be > 0, or -1 (size the run from the data), got {config.train.steps}")
   if config.distill.is_cap < 0:
@@ -189,6 +197,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CaopdError(f"config.eval needs every >= 0 and limit >= 1, got {config.eval.every}, {config.eval.limit}")
   if config.data.num_epochs < 0:
     raise CaopdError(f"config.data.num_epochs must be >= 0 (0 = repeat), got {config.data.num_epochs}")
+
+
+def flat_items(tree: dict, prefix: str = ""):
+  """(dotted name, value) of every leaf of a (config) dict, e.g. ("optim.lr", 2e-5)."""
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      yield from flat_items(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
 
 
 def sampler_cuts_support(config) -> bool:

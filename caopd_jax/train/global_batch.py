@@ -107,4 +107,5 @@ def share_batch(prompts: Prompts, shared: SharedPrompts, rollouts, tokenizer, se
   stats["target"] = stats["target"].tolist()   # build_batch's type: a list of P strings
   counts = {name: sum(b.counts[name] for b in batches) for name in batches[0].counts}
   counts["dropped_overlong"] = shared.dropped_overlong
-  return DistillBatch(**fields, correct=joined(lambda b: b.correct, to_stream), stats=stats, counts=counts)
+  return DistillBatch(**fields, correct=joined(lambda b: b.correct, to_stream), stats=stats, counts=counts,
+                      failures=[failure for b in batches for failure in b.failures])

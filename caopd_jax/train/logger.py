@@ -2,33 +2,53 @@
 
 metrics.jsonl has one JSON object per optimizer step ({"step": N, "loss": ..., ...}); on resume
 the lines past the restored step (logged after the last checkpoint, to be recomputed) are
-dropped, so the file always describes one uninterrupted run. Scalar names are grouped as
-tensorboard tags: train/*, rollout/*, speed/*.
+dropped, so the file always describes one uninterrupted run. A line is appended whole or not at
+all: a write that fails (a full disk) is cut back off before the error is raised, and a torn last
+line that a kill or a crash of the machine left is dropped, and reported, on resume. Scalar names
+are grouped as tensorboard tags: train/*, rollout/*, speed/*.
 """
 
 import json
 import math
 import os
 
+from caopd_jax.errors import CaopdError
 from caopd_jax.weights.atomic import atomic_file
 
 METRICS_FILE = "metrics.jsonl"
 # (metric key, short label) shown on the progress bar; the policy counts only when they are not 0.
 HEADLINE = (("train/loss", "loss"), ("rollout/accuracy", "acc"), ("rollout/mean_confidence", "conf"),
             ("train/kl_estimate", "kl"))
-COUNTS = (("rollout/truncated_prompts", "cut"), ("rollout/no_correct_fallback", "fallback"),
-          ("rollout/skipped_no_correct", "skipped"), ("rollout/truncated_body", "body_cut"),
-          ("rollout/teacher_cut", "teacher_cut"), ("rollout/teacher_overlong", "teacher_over"),
-          ("rollout/rewrite_reencode", "reencoded"), ("rollout/rewrite_inexact", "inexact"))
+COUNTS = (("rollout/failed_prompts", "failed"), ("rollout/truncated_prompts", "cut"),
+          ("rollout/no_correct_fallback", "fallback"), ("rollout/skipped_no_correct", "skipped"),
+          ("rollout/truncated_body", "body_cut"), ("rollout/teacher_cut", "teacher_cut"),
+          ("rollout/teacher_overlong", "teacher_over"), ("rollout/rewrite_reencode", "reencoded"),
+          ("rollout/rewrite_inexact", "inexact"))
+
+
+def _read(path: str) -> tuple[list[dict], str | None]:
+  """(records, the torn last line or None): a last line without its newline that is not JSON is torn."""
+  if not os.path.exists(path):
+    return [], None
+  with open(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  records, torn = [], None
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      if number != len(lines):
+        raise CaopdError(f"{path}: line {number} is not a JSON record ({line[:80]!r}); a run writes whole lines, so "
+                         "the file was changed by hand: restore it or remove the damaged line") from None
+      torn = line.decode("utf-8", "replace")
+  return records, torn
 
 
 def read_metrics(run_dir: str) -> list[dict]:
-  """The metrics.jsonl records of a run folder, in step order ([] if none)."""
-  path = os.path.join(run_dir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The metrics.jsonl records of a run folder, in step order ([] if none; a torn last line is left out)."""
+  return _read(os.path.join(run_dir, METRICS_FILE))[0]
 
 
 class RunLogger:
@@ -42,9 +62,13 @@ class RunLogger:
     self.writer = self.bar = None
     if not primary:
       return
-    kept = [r for r in read_metrics(run_dir) if r["step"] <= start_step]
+    records, torn = _read(self.path)
+    kept = [r for r in records if r["step"] <= start_step]
     with atomic_file(self.path) as tmp, open(tmp, "w") as f:  # a kill here keeps the old file
       f.writelines(json.dumps(r) + "\n" for r in kept)
+    if torn is not None:
+      print(f"{self.path}: dropped a torn last line ({len(torn)} characters: {torn[:60]!r}...), left by an append "
+            "that did not finish", flush=True)
     if tensorboard:
       from tensorboardX import SummaryWriter
       self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=start_step + 1)
@@ -61,8 +85,7 @@ class RunLogger:
     if not self.primary:
       return
     record = {"step": step, **{k: float(v) if math.isfinite(float(v)) else None for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    self._append((json.dumps(record) + "\n").encode())
     if self.writer is not None:
       for name, value in record.items():
         if name != "step" and value is not None:
@@ -72,6 +95,18 @@ class RunLogger:
                             if record.get(key) is not None and (record[key] or (key, label) in HEADLINE)},
                            refresh=False)
       self.bar.update(step - self.bar.n)
+
+  def _append(self, line: bytes) -> None:
+    """Appends one whole line to metrics.jsonl, or nothing: a failed write is cut back off, then reported."""
+    with open(self.path, "ab", buffering=0) as f:
+      size, rest = f.tell(), memoryview(line)
+      try:
+        while rest:   # an unbuffered write may write part of the line and report how much
+          rest = rest[f.write(rest):]
+      except OSError as error:
+        f.truncate(size)
+        raise CaopdError(f"could not append to {self.path}: {error.strerror or error}; the file is as it was before "
+                         "this step. Free space, then run the same command again to resume") from None
 
   def message(self, text: str) -> None:
     """Prints a line without breaking the progress bar (primary process only)."""

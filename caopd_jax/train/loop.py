@@ -11,6 +11,7 @@ each reads its share of the prompts and does the host work for them; `global_bat
 
 import os
 import time
+from typing import NamedTuple
 
 import grain
 import jax
@@ -30,7 +31,7 @@ from caopd_jax.sharding.distributed import place, to_host
 from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.train.checkpoint import RunCheckpoints, check_resumable
+from caopd_jax.train.checkpoint import DATA_REPORT_FILE, RunCheckpoints, check_output_dir, check_resumable
 from caopd_jax.train.config import rules_from_config, sampler_cuts_support, validate
 from caopd_jax.train.global_batch import share_batch, share_prompts
 from caopd_jax.train.logger import COUNTS, RunLogger
@@ -40,7 +41,6 @@ from caopd_jax.train.signals import StopSignals
 from caopd_jax.train.step import make_train_step, sharded_init_state
 from caopd_jax.weights.atomic import write_json
 
-DATA_REPORT_FILE = "data_report.json"
 WIDTH_MULTIPLE = 16  # width rungs are rounded up to multiples of this (but never past the budget)
 
 
@@ -174,9 +174,19 @@ def _training_data(config, tokenizer, distill: DistillSettings, primary: bool) -
   return examples, planned_steps(config, report.usable)
 
 
-def train(config) -> str:
-  """Runs (or resumes) the training run of `config` (a validated train config); returns the run folder."""
+class TrainResult(NamedTuple):
+  """run_dir: the run folder; step: the optimizer steps done; stopped_by: the signal that stopped the run before
+  its last step ("SIGTERM", "SIGINT"; the state was saved), or None."""
+  run_dir: str
+  step: int
+  stopped_by: str | None
+
+
+def train(config) -> TrainResult:
+  """Runs (or resumes) the training run of `config` (a validated train config)."""
   validate(config)
+  check_output_dir(config.train.output_dir, config.train.allow_other_files)
+  check_resumable(config.train.output_dir, config.to_dict())   # before anything is loaded or written
   dtype = jnp.dtype(config.model.dtype)
   step_arg = None if config.model.step < 0 else config.model.step
   model_config, params = models.load(config.model.path, dtype, step_arg)
@@ -206,13 +216,14 @@ def train(config) -> str:
   data = training_batches(examples, config)
   run_dir = config.train.output_dir
   checkpoints = RunCheckpoints(run_dir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-  latest = checkpoints.latest_step()
-  if latest is None:
+  resumed = None
+  if checkpoints.latest_step() is not None:
+    resumed = checkpoints.restore_latest(state, lambda text: print(text, flush=True) if primary else None)
+  if resumed is None:
     if primary:
       checkpoints.write_run_files(config.to_dict(), model_config, tokenizer)
   else:
-    check_resumable(run_dir, config.to_dict())
-    state, loop_state = checkpoints.restore(latest, state)
+    state, loop_state = resumed
     data.set_state(loop_state["data"])
   step_fn = make_train_step(model_config, loss_settings, optimizer, schedule, config.distill.teacher_ema,
                             config.train.batch_size // config.train.micro_batch_size, layout, shardings)
@@ -222,7 +233,7 @@ def train(config) -> str:
                      primary=primary)
   logger.message(f"{total:,} optimizer steps" + (" (train.steps=-1: sized from the data)"
                                                  if config.train.steps == -1 else ""))
-  if latest is not None:
+  if resumed is not None:
     logger.message(f"resumed {run_dir} at step {step}")
   compiled = set()   # (student width, teacher width) of every step program compiled so far
   rows = config.rollout.prompts_per_step * config.rollout.num_samples
@@ -247,6 +258,8 @@ def train(config) -> str:
               stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout,
               prompt_width=bucket(max(map(len, shared.ids)), student_rungs))
           batch = share_batch(prompts, shared, rollouts, tokenizer, distill, pad_id)
+          for failure in batch.failures:
+            logger.message(f"step {step + 1}: a prompt is left out of this batch, its host-side work failed: {failure}")
           rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
           arrays = _pad_rows(batch, rows, pad_id, student_rungs, teacher_rungs)
           widths = (arrays.student_tokens.shape[1] - d.max_completion_tokens,
@@ -304,4 +317,4 @@ def train(config) -> str:
     checkpoints.wait()
     checkpoints.close()
     logger.close()
-  return run_dir
+  return TrainResult(run_dir, step, stop.requested if step < total else None)

@@ -1,4 +1,5 @@
-"""Write-then-rename for output folders, so no failure leaves a half-written checkpoint."""
+"""Write-then-rename for output folders and files, so no failure leaves a half-written checkpoint. What is
+written gets the ordinary modes the process's umask gives (the temporary names are owner-only until then)."""
 
 import contextlib
 import json
@@ -8,6 +9,13 @@ import tempfile
 from typing import Iterator
 
 from caopd_jax.errors import CaopdError
+
+
+def _ordinary_mode(path: str, mode: int) -> None:
+  """Gives `path` the mode `mode` masked by the process's umask (what open() / mkdir() would have given it)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, mode & ~umask)
 
 
 @contextlib.contextmanager
@@ -23,6 +31,7 @@ def atomic_directory(path: str, overwrite: bool = False) -> Iterator[str]:
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+  _ordinary_mode(tmp, 0o777)  # mkdtemp makes it owner-only
   try:
     yield tmp
   except BaseException:
@@ -40,9 +49,7 @@ def atomic_file(path: str) -> Iterator[str]:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
   os.close(fd)
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it owner-only; give it an ordinary file's mode
+  _ordinary_mode(tmp, 0o666)  # mkstemp makes it owner-only
   try:
     yield tmp
   except BaseException:

@@ -9,7 +9,6 @@ reader knows, so a file we write reads back into the same tokenizer.
 
 import json
 import os
-import tempfile
 
 import gguf
 import jax
@@ -21,6 +20,7 @@ from caopd_jax.models.config import ModelConfig
 from caopd_jax.tokenizers.base import HFTokenizer
 from caopd_jax.tokenizers.gguf_vocab import PIPELINES
 from caopd_jax.weights import gguf_checkpoint, hf_layout
+from caopd_jax.weights.atomic import atomic_file
 
 WEIGHT_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0}
 _FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -125,9 +125,7 @@ def save_gguf(path: str, config: ModelConfig, params: dict, tokenizer=None, weig
     raise CaopdError(f"output {path} already exists; choose another path or remove it")
   names = _gguf_names()
   tensors = hf_layout.hf_from_params(config, jax.device_get(params))
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(os.path.abspath(path)))
-  os.close(fd)
-  try:
+  with atomic_file(path) as tmp:
     writer = gguf.GGUFWriter(tmp, config.family)
     _add_config(writer, config, weight_type)
     if tokenizer is not None:
@@ -149,7 +147,3 @@ def save_gguf(path: str, config: ModelConfig, params: dict, tokenizer=None, weig
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)

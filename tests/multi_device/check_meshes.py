@@ -156,7 +156,8 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
     optimizer = make_optimizer(1e-2, 10, warmup_fraction=0.0)
     like, _ = sharded_init_state(layout, CONFIG, models.init(CONFIG, jax.random.key(9)), optimizer)
     restored, loop = saver.restore(1, like)
-    assert loop == {"step": 1} and int(restored.step) == 1
+    assert loop["step"] == 1 and int(restored.step) == 1   # and its bit fingerprints matched on this mesh
+    assert set(loop["fingerprints"]) == {"params", "train_state"}
     _close(restored.student, state.student, 0)
     _close(restored.opt_state, state.opt_state, 0)
     gate = restored.student["layers"]["mlp"]["gate_proj"]

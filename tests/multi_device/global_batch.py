@@ -1,8 +1,10 @@
 """Joins the shares of a batch that each process reads (train/global_batch.py) and prints, as JSON, the fields
 that differ from build_batch on the whole batch in one process (run by tests/test_train_loop.py in two
 processes joined by jax.distributed). Cases: demo and correct-solution teachers, some prompts over
-max_prompt_tokens, and every prompt of process 1 over it (process 1 then contributes nothing). Last, process
-1's examples name an unknown verifier: the error it raises must reach process 0 too, not leave it waiting."""
+max_prompt_tokens (dropped or truncated), and every prompt of process 1 over it (process 1 then contributes
+nothing). Then process 1's examples name an unknown verifier: each of its prompts is left out and counted, and
+every process sees that in the joined batch. Last, process 1 fails outside any one prompt's work: that error must
+reach process 0 too, not leave it waiting."""
 
 import dataclasses
 import json
@@ -10,6 +12,7 @@ import json
 import jax
 import numpy as np
 
+from caopd_jax.calibration import batch as batch_module
 from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
 from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.rollout import Rollouts
@@ -67,14 +70,22 @@ for name, (batch_examples, mode, policy) in cases.items():
   report[name] = {"same_prompts": shared.ids == whole.ids, "differences": differences(joined, expected),
                   "kept": len(whole.ids), "kept_here": len(local.ids), "counts": expected.counts}
 
+# Process 1's prompts fail in their verifier: each is left out and counted, the joined batch says so everywhere.
 settings = DistillSettings(max_prompt_tokens=800, max_completion_tokens=C)
 mine = examples[jax.process_index()::jax.process_count()]
 if jax.process_index() == 1:
   mine = [dataclasses.replace(e, verifier="no_such_verifier") for e in mine]
 local, shared = share_prompts(mine, tokenizer, settings)
+joined = share_batch(local, shared, rollouts_for(examples), tokenizer, settings, pad)
+left_out = {"failed_prompts": joined.counts["failed_prompts"], "failures": joined.failures,
+            "rows_without_loss": int((joined.loss_mask.sum(axis=1) == 0).sum())}
+# An error outside any one prompt's work on process 1 stops every process, naming it.
+if jax.process_index() == 1:
+  batch_module.rewrite_batch = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("host out of memory"))
+local, shared = share_prompts(examples[jax.process_index()::jax.process_count()], tokenizer, settings)
 try:
   share_batch(local, shared, rollouts_for(examples), tokenizer, settings, pad)
   failure = None
 except Exception as error:  # noqa: BLE001
   failure = f"{type(error).__name__}: {error}"
-print(json.dumps({"process": jax.process_index(), "cases": report, "failure": failure}))
+print(json.dumps({"process": jax.process_index(), "cases": report, "left_out": left_out, "failure": failure}))

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from caopd_jax import models
+from caopd_jax import models, weights
 
 BATCH, SEQ, PAD_ROW, PAD_LEN = 4, 64, 3, 16
 _logits = jax.jit(models.logits, static_argnums=0)
@@ -121,10 +121,10 @@ def main() -> None:
   results = []
   if args.gguf:
     with jax.default_device(cpu):
-      config, smol_f32 = models.load(args.gguf, dtype=jnp.float32)
+      config, smol_f32 = weights.load(args.gguf, dtype=jnp.float32)
     if gpu is not None:  # bf16 through the loader itself, on the accelerator
       with jax.default_device(gpu):
-        _, smol_bf16 = models.load(args.gguf, dtype=jnp.bfloat16)
+        _, smol_bf16 = weights.load(args.gguf, dtype=jnp.bfloat16)
     else:
       smol_bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), smol_f32)
     results.append(check_model("smollm2-135m-instruct (gguf Q4_1)", config, lambda: smol_f32, lambda: smol_bf16,

@@ -75,7 +75,7 @@ def main():
   layout = Layout(make_mesh(args.mesh))
   dtype = jnp.dtype(args.dtype)
   params = jax.jit(models.init, static_argnums=(0, 2), out_shardings=layout.params(
-      config, models.param_shapes(config, dtype)))(config, jax.random.key(0), dtype)
+      models.logical_axes(config), models.param_shapes(config, dtype)))(config, jax.random.key(0), dtype)
   results = {"model": args.model, "mesh": args.mesh, "devices": layout.mesh.devices.size,
              "device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "runs": []}
   for batch in args.batch:

@@ -6,7 +6,7 @@
 
 Parts: `step` (bench/train_step.py: one CaOPD training step, teacher included, per token-stats
 backend), `rollout` (bench/rollout_throughput.py: K=8 sampling at batch 64 and 256 on --rollout_mesh),
-`kernel` (bench/token_stats.py time: the loss head alone at the model's hidden size). Raw JSON
+`kernel` (kernels/token_stats_bench.py time: the loss head alone at the model's hidden size). Raw JSON
 lines go to --out (default bench/last_run.jsonl).
 """
 
@@ -60,7 +60,7 @@ def main():
       os.remove(out)
   if "kernel" in args.parts:
     from caopd_jax import models
-    rows += [dict(part="kernel", **r) for r in _run([os.path.join(HERE, "token_stats.py"), "time", "--rows", "8192",
+    rows += [dict(part="kernel", **r) for r in _run([os.path.join(HERE, "..", "kernels", "token_stats_bench.py"), "time", "--rows", "8192",
                                                      "--dims", str(models.preset(args.model).hidden_size)])
              if "impl" in r or "error" in r]
   with open(args.out, "w") as f:

@@ -23,27 +23,37 @@ import jax.numpy as jnp
 import numpy as np
 
 from caopd_jax import models
+from caopd_jax.distill.loss import LossBatch
+from caopd_jax.distill.settings import DIVERGENCES, REMAT
+from caopd_jax.kernels.registry import NAMES as TOKEN_STATS
+from caopd_jax.train import setup
+from caopd_jax.train.config import default_config
 from trace_summary import summarize, table
-from caopd_jax.sharding.distributed import place
-from caopd_jax.sharding.mesh import make_mesh
-from caopd_jax.sharding.rules import Layout
-from caopd_jax.train.config import DIVERGENCES, TOKEN_STATS
-from caopd_jax.train.loss import LossBatch, LossSettings
-from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
-from caopd_jax.train.step import make_train_step, sharded_init_state
 
 
-def random_batch(vocab, batch, prompt, teacher_prompt, completion, seed=0) -> LossBatch:
-  """Full rows of random tokens; every completion position counts."""
+def bench_config(args):
+  """The trainer's config for this benchmark: bf16 student and teacher, lr 2e-5 over 1,000 steps, the flags'
+  model-independent settings (the step is then built by train/setup.py, as a run builds it)."""
+  c = default_config()
+  c.mesh, c.model.dtype, c.model.teacher_dtype = args.mesh, "bfloat16", "bfloat16"
+  c.distill.token_stats, c.distill.divergence, c.distill.skip_first_tokens = args.token_stats, args.divergence, 0
+  c.distill.max_completion_tokens, c.train.remat, c.train.steps = args.completion, args.remat, 1000
+  c.train.batch_size, c.train.micro_batch_size = args.batch, args.batch // args.micro_batches
+  c.rollout.prompts_per_step, c.rollout.num_samples = args.batch, 1
+  return c
+
+
+def random_batch(spec: LossBatch, vocab: int, seed: int = 0) -> LossBatch:
+  """NumPy arrays of `spec`'s shapes and dtypes: full rows of random tokens, every completion position a sampled
+  loss token (log q = 0, no support cut), no confidence tokens."""
   rng = np.random.default_rng(seed)
-  completion_ids = rng.integers(0, vocab, (batch, completion))
-  student = np.concatenate([rng.integers(0, vocab, (batch, prompt)), completion_ids], 1)
-  teacher = np.concatenate([rng.integers(0, vocab, (batch, teacher_prompt)), completion_ids], 1)
-  ones = lambda shape, dtype=np.float32: np.ones(shape, dtype)  # noqa: E731
-  return LossBatch(student.astype(np.int32), ones(student.shape, np.int32), teacher.astype(np.int32),
-                   ones(teacher.shape, np.int32), completion_ids.astype(np.int32), ones(completion_ids.shape),
-                   np.zeros(completion_ids.shape, np.float32), ones(completion_ids.shape, bool),
-                   np.zeros(completion_ids.shape, np.float32), np.full(completion_ids.shape, -np.inf, np.float32))
+  completion = rng.integers(0, vocab, spec.completion.shape)
+  side = lambda x: np.concatenate([rng.integers(0, vocab, (x.shape[0], x.shape[1] - completion.shape[1])),  # noqa
+                                   completion], 1)
+  fill = {"student_tokens": side(spec.student_tokens), "teacher_tokens": side(spec.teacher_tokens),
+          "completion": completion, "confidence_mask": 0, "sample_logprob": 0, "sample_threshold": -np.inf}
+  return LossBatch(**{name: np.broadcast_to(fill.get(name, 1), x.shape).astype(x.dtype)
+                      for name, x in spec._asdict().items()})
 
 
 def main():
@@ -53,7 +63,7 @@ def main():
   p.add_argument("--divergence", default="forward_kl", choices=DIVERGENCES)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--micro_batches", type=int, default=1)
-  p.add_argument("--remat", default="none", choices=["none", "layers", "dots"], help="as config train.remat")
+  p.add_argument("--remat", default="none", choices=REMAT, help="as config train.remat")
   p.add_argument("--mesh", default="1", help="as for training: 1, auto, data:2,fsdp:4,tensor:1 or a preset")
   p.add_argument("--prompt", type=int, default=512)
   p.add_argument("--teacher_prompt", type=int, default=768)
@@ -61,21 +71,20 @@ def main():
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--peak_tflops", type=float, default=792.0)
   p.add_argument("--profile", default=None, metavar="DIR",
-                 help="after timing, trace 2 more steps into DIR and add GPU time by kernel kind (bench/trace_summary.py)")
+                 help="after timing, trace 2 more steps into DIR and add GPU time by kernel kind "
+                 "(bench/trace_summary.py)")
   p.add_argument("--json", default=None)
   args = p.parse_args()
   config = models.preset(args.model)
-  layout = Layout(make_mesh(args.mesh))
-  student = jax.jit(models.init, static_argnums=(0, 2), out_shardings=layout.params(
-      config, models.param_shapes(config, jnp.bfloat16)))(config, jax.random.key(0), jnp.bfloat16)
-  optimizer = make_optimizer(2e-5, 1000)
-  state, shardings = sharded_init_state(layout, config, student, optimizer, jnp.bfloat16)
+  program = setup.build(bench_config(args), config, 1000)
+  layout = program.layout
+  student = jax.jit(models.init, static_argnums=(0, 2), out_shardings=program.shardings.student)(
+      config, jax.random.key(0), jnp.bfloat16)
+  state = setup.initial_state(program, student)
   del student
-  settings = LossSettings(divergence=args.divergence, skip_first=0, token_stats=args.token_stats, remat=args.remat)
-  step = make_train_step(config, settings, optimizer, learning_rate_schedule(2e-5, 1000), 0.01, args.micro_batches,
-                         layout, shardings)
-  batch = place(random_batch(config.vocab_size, args.batch, args.prompt, args.teacher_prompt, args.completion),
-                layout.sharding(("batch",), (args.batch,)))
+  step = program.step_fn
+  batch = setup.place_batch(program, random_batch(setup.batch_spec(program, args.prompt, args.teacher_prompt),
+                                                  config.vocab_size))
   start = time.perf_counter()
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)

@@ -1,6 +1,7 @@
 """Config files and command-line overrides: `--config=configs/x.py --config.optim.lr=1e-5 --mesh=1`.
 
-A config file is a Python file with `get_config()` returning a locked ml_collections ConfigDict.
+A config file is a Python file with `get_config()` returning a locked ml_collections ConfigDict
+(`--config=FILE.py:ARG` passes ARG to `get_config(ARG)`).
 Overrides name a field by its dotted path; the value is parsed as the field's current type
 (bool: true/false/1/0; tuple: comma-separated, elements typed like the default's). Every
 mistake (missing file, no get_config, unknown field, bad value) is a CaopdError naming it,
@@ -21,7 +22,10 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 def load_file(path: str) -> ml_collections.ConfigDict:
-  """The ConfigDict that `get_config()` in the Python file `path` returns."""
+  """The ConfigDict that `get_config()` in the Python file `path` returns; `FILE.py:ARG` calls get_config(ARG)
+  (ml-collections' convention: one file for a family of configs, e.g. configs/paper.py:qwen3-8b,science)."""
+  path, colon, arg = path.partition(".py:")
+  path += ".py" if colon else ""
   if not os.path.isfile(path):
     raise InputNotFoundError(f"config file {path} does not exist")
   spec = importlib.util.spec_from_file_location(f"_caopd_config_{abs(hash(path))}", path)
@@ -30,7 +34,7 @@ def load_file(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
       raise CaopdError(f"config file {path} has no get_config() function")
-    config = module.get_config()
+    config = module.get_config(arg) if colon else module.get_config()
   except (AttributeError, TypeError, KeyError) as e:
     raise CaopdError(f"config file {path}: {_message(e)}") from None
   if not isinstance(config, ml_collections.ConfigDict):

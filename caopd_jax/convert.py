@@ -14,7 +14,7 @@ import time
 
 import jax.numpy as jnp
 
-from caopd_jax import models
+from caopd_jax import weights
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.tokenizers import load_tokenizer
@@ -39,7 +39,7 @@ def parse_args(argv):
 def _source_tokenizer(src: str, step: int | None):
   """The tokenizer stored with SRC, or None (with a warning) when it has none."""
   try:
-    return load_tokenizer(models.tokenizer_path(src, step))
+    return load_tokenizer(weights.tokenizer_path(src, step))
   except InputNotFoundError:
     print(f"warning: {src} has no tokenizer; writing weights only", file=sys.stderr)
     return None
@@ -50,11 +50,11 @@ def main(argv=None) -> int:
   if os.path.abspath(args.src) == os.path.abspath(args.dst):
     raise CaopdError("SRC and DST are the same path; write to a new folder")
   start = time.time()
-  print(f"loading {args.src} ({models.source_kind(args.src)}) as {args.dtype} ...", file=sys.stderr)
-  config, params = models.load(args.src, dtype=DTYPES[args.dtype], step=args.step)
+  print(f"loading {args.src} ({weights.source_kind(args.src)}) as {args.dtype} ...", file=sys.stderr)
+  config, params = weights.load(args.src, dtype=DTYPES[args.dtype], step=args.step)
   tokenizer = _source_tokenizer(args.src, args.step)
   print(f"writing {args.to} to {args.dst} ...", file=sys.stderr)
-  models.save(args.dst, config, params, format=args.to, tokenizer=tokenizer, overwrite=args.overwrite,
+  weights.save(args.dst, config, params, format=args.to, tokenizer=tokenizer, overwrite=args.overwrite,
               gguf_type=args.gguf_type)
   print(f"converted {config.family} ({config.num_params() / 1e6:.1f}M params) to {args.dst} "
         f"in {time.time() - start:.1f}s")

@@ -14,7 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from caopd_jax import models, rollout
+from caopd_jax import rollout, weights
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError
 from caopd_jax.tokenizers import load_tokenizer
@@ -49,8 +49,8 @@ def parse_args(argv):
 def main(argv=None) -> int:
   args = parse_args(argv)
   start = time.time()
-  config, params = models.load(args.model, dtype=jnp.dtype(args.dtype))
-  tokenizer = load_tokenizer(models.tokenizer_path(args.model))
+  config, params = weights.load(args.model, dtype=jnp.dtype(args.dtype))
+  tokenizer = load_tokenizer(weights.tokenizer_path(args.model))
   texts = args.prompt
   if args.chat:
     system = [{"role": "system", "content": args.system}] if args.system else []

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from caopd_jax.errors import CaopdError
-from caopd_jax.weights.atomic import atomic_file
+from caopd_jax.files import atomic_file
 
 
 def _save(figure: Figure, path: str) -> None:

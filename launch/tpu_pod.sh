@@ -6,8 +6,9 @@
 #   bash launch/tpu_pod.sh logs    NAME ZONE                    # stream worker 0's log
 #   bash launch/tpu_pod.sh stop    NAME ZONE                    # SIGTERM: every worker saves a checkpoint and exits
 #   bash launch/tpu_pod.sh delete  NAME ZONE
-# TRAIN_ARGS are `python -m caopd_jax.train` arguments, e.g. --config=configs/qwen3_8b_science.py --mesh=auto
-# --config.train.output_dir=gs://bucket/runs/x. Every worker runs the same command; jax.distributed finds
+# TRAIN_ARGS are `python -m caopd_jax.train` arguments, e.g. --config=configs/paper.py:qwen3-8b,science --mesh=auto
+# --config.train.output_dir=/mnt/bucket/runs/x (run folders are local paths: mount a bucket with gcsfuse on every
+# worker; a gs:// path is refused). Every worker runs the same command; jax.distributed finds
 # the others from the TPU VM metadata. DRY_RUN=1 prints the gcloud commands instead of running them.
 # Environment: RUNTIME_VERSION (default v2-alpha-tpuv5), PROJECT (default: gcloud's), REMOTE_DIR (~/caopd-jax).
 set -euo pipefail

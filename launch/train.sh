@@ -2,7 +2,7 @@
 # Trains on this machine: one process driving every local accelerator (one GPU with --mesh=1, a multi-GPU
 # host with --mesh=auto or an explicit --mesh=data:1,fsdp:4,tensor:2).
 #   bash launch/train.sh --config=configs/smollm2_arith.py --mesh=1
-#   bash launch/train.sh --config=configs/qwen3_8b_science.py --mesh=auto --config.model.path=/models/Qwen3-8B
+#   bash launch/train.sh --config=configs/paper.py:qwen3-8b,science --mesh=auto --config.model.path=/models/Qwen3-8B
 # DRY_RUN=1 prints the command instead of running it. NVLink multicast stays off (NCCL_NVLS_ENABLE=0 and
 # friends): on some H200 hosts it takes GPUs out of service.
 set -euo pipefail

@@ -87,11 +87,11 @@ class Family(NamedTuple):
 
 @pytest.fixture(scope="module", params=sorted(hf_reference.FAMILY_CONFIGS))
 def family(request, tmp_path_factory) -> Family:
-  from caopd_jax import models
+  from caopd_jax import weights
   model = hf_reference.build(request.param)
   path = tmp_path_factory.mktemp(request.param)
   model.save_pretrained(path)
-  config, params = models.load(str(path))
+  config, params = weights.load(str(path))
   return Family(request.param, model, config, params, str(path))
 
 

@@ -11,7 +11,7 @@ import torch
 import transformers
 
 import hf_reference
-from caopd_jax import models
+from caopd_jax import models, weights
 from caopd_jax.tokenizers import load_tokenizer
 
 
@@ -31,8 +31,8 @@ def test_convert_gguf_to_orbax_to_hf(smollm2_gguf, tmp_path):
   out = _run("caopd_jax.convert", str(tmp_path / "ckpt"), str(tmp_path / "hf"), "--to", "hf")
   assert "converted llama (134.5M params)" in out.stdout
 
-  config, params = models.load(smollm2_gguf)
-  config_hf, params_hf = models.load(str(tmp_path / "hf"))
+  config, params = weights.load(smollm2_gguf)
+  config_hf, params_hf = weights.load(str(tmp_path / "hf"))
   assert config_hf == config
   # Only bf16 rounding separates them.
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_hf)):
@@ -84,8 +84,8 @@ def test_convert_to_gguf_without_tokenizer_warns(tmp_path):
   result = _run("caopd_jax.convert", str(tmp_path / "hf"), str(tmp_path / "m.gguf"), "--to", "gguf", "--gguf_type",
                 "f16")
   assert "has no tokenizer; writing weights only" in result.stderr
-  config, params = models.load(str(tmp_path / "hf"))
-  config2, params2 = models.load(str(tmp_path / "m.gguf"))
+  config, params = weights.load(str(tmp_path / "hf"))
+  config2, params2 = weights.load(str(tmp_path / "m.gguf"))
   assert config2.num_layers == config.num_layers and config2.qkv_bias
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-3)  # float16 rounding of 0.1-scale weights

@@ -13,21 +13,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
 
 
+PAPER = [f"paper.py:{model},{dataset}" for model in ("qwen3-8b", "qwen2.5-7b-instruct", "olmo3-7b-instruct")
+         for dataset in ("science", "tooluse")]
+
+
 def test_there_are_presets():
   names = {os.path.basename(f) for f in CONFIG_FILES}
-  assert {"demo.py", "smollm2_arith.py", "qwen3_8b_science.py", "qwen25_7b_science.py",
-          "olmo3_7b_science.py"} <= names
+  assert {"demo.py", "smollm2_arith.py", "paper.py"} <= names
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
-def test_config_file_validates(path):
-  config, rest = parse_args([f"--config={path}", "--mesh=1"])
+@pytest.mark.parametrize("name", [os.path.basename(f) for f in CONFIG_FILES] + PAPER)
+def test_config_file_validates(name):
+  config, rest = parse_args([f"--config={os.path.join(ROOT, 'configs', name)}", "--mesh=1"])
   assert rest == []
-  if os.path.basename(path) == "demo.py":
-    assert config.model.path == ""          # the demo points it at the base model it builds
+  if name == "demo.py" or name.startswith("paper.py"):
+    assert config.model.path == ""          # the user's weights (the demo: the base model it builds)
     config.model.path = "base"
   validate(config)
   assert config.rollout.prompts_per_step * config.rollout.num_samples % config.train.batch_size == 0
+  if name.startswith("paper.py:"):
+    model, dataset = name.split(":")[1].split(",")
+    assert (config.data.name, config.train.output_dir) == (dataset, f"runs/{dataset}-{model}")
+
+
+def test_paper_config_argument_errors():
+  with pytest.raises(CaopdError, match="expected MODEL,DATASET with MODEL one of qwen3-8b"):
+    parse_args([f"--config={os.path.join(ROOT, 'configs', 'paper.py')}:qwen3-8b,math"])
 
 
 def test_every_default_field_is_documented():

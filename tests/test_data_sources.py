@@ -8,8 +8,9 @@ import pytest
 
 import paper_fixtures
 from caopd_jax.calibration.verifiers import get_verifier
-from caopd_jax.data import arithmetic, prompts, sources
+from caopd_jax.data import arithmetic, sources
 from caopd_jax.data.example import Example
+from caopd_jax.distill import prompts
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from paper_fixtures import write_save_to_disk
 

@@ -11,8 +11,8 @@ import sys
 import matplotlib.image
 import numpy as np
 
-from caopd_jax import metrics, models
-from caopd_jax.train.logger import read_metrics
+from caopd_jax import metrics, weights
+from caopd_jax.run_folder import read_metrics
 
 
 def test_fast_demo_runs_every_stage(tmp_path):
@@ -32,7 +32,7 @@ def test_fast_demo_runs_every_stage(tmp_path):
     assert [r["step"] for r in history] == [1, 2, 3]
     saved = json.loads((folder / name / "config.json").read_text())
     assert saved["distill"]["calibrate"] == (name == "caopd")
-    config, _ = models.load(str(folder / name))
+    config, _ = weights.load(str(folder / name))
     assert config.vocab_size == 101                   # the character-level base model's
   for name, mode in [(name, mode) for name in ("base", "OPD", "CaOPD") for mode in ("greedy", "sampled")]:
     report = json.loads((folder / "eval" / f"{name}_{mode}.json").read_text())

@@ -5,12 +5,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
-from caopd_jax.calibration.prompt_fit import fit_example, screen_examples, with_question
 from caopd_jax.calibration import rewrite
 from caopd_jax.calibration.rewrite import patch_demonstration
-from caopd_jax.data.prompts import render, student_messages, teacher_messages
 from caopd_jax.data.arithmetic import arithmetic_task
+from caopd_jax.distill.batch import build_batch, prepare_prompts
+from caopd_jax.distill.prompt_fit import fit_example, screen_examples, with_question
+from caopd_jax.distill.prompts import render, student_messages, teacher_messages
+from caopd_jax.distill.settings import DistillSettings
 from caopd_jax.rollout import Rollouts
 
 
@@ -192,9 +193,9 @@ def test_smollm2_solves_easy_arithmetic_and_fails_hard(smollm2_gguf, ours_smollm
   81% at level 1 (1-digit +/-) and 0% at level 4 (3-4 digit x)."""
   import jax
 
-  from caopd_jax import models, rollout
+  from caopd_jax import rollout, weights
   from caopd_jax.calibration.verifiers import get_verifier
-  config, params = models.load(smollm2_gguf)
+  config, params = weights.load(smollm2_gguf)
   accuracy = {}
   for level in (1, 4):
     examples = arithmetic_task(16, seed=level, difficulty=level)

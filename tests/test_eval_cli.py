@@ -16,12 +16,12 @@ import jax
 import matplotlib.image
 import pytest
 
-from caopd_jax import models
+from caopd_jax import models, weights
+from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.eval.__main__ import _decoding, _parser
 from caopd_jax.eval.__main__ import main as eval_main
 from caopd_jax.eval.compare import main as compare_main
 from caopd_jax.eval.protocols import PROTOCOLS
-from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.tokenizers.characters import character_tokenizer
 from test_eval_protocols import REFERENCE_ENV, assert_reference_values_equal
 
@@ -38,7 +38,7 @@ def tiny_model(tmp_path_factory):
   config = models.ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
                               num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
                               max_position_embeddings=2048, eos_token_ids=(tokenizer.eos_id,))
-  models.save(str(path), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
+  weights.save(str(path), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
   return str(path)
 
 

@@ -11,7 +11,7 @@ import torch
 import transformers
 
 import hf_reference
-from caopd_jax import models
+from caopd_jax import models, weights
 from caopd_jax.errors import CheckpointFormatError, InputNotFoundError, UnsupportedModelError
 from caopd_jax.tokenizers import load_tokenizer
 
@@ -40,7 +40,7 @@ def reference(smollm2_gguf):
 
 @pytest.fixture(scope="module")
 def ours(smollm2_gguf):
-  return models.load(smollm2_gguf)
+  return weights.load(smollm2_gguf)
 
 
 def test_config_read_from_metadata(ours):
@@ -77,7 +77,7 @@ def test_logits_match_transformers_gguf_loader(ours, reference):
 
 def test_gguf_path_typo(smollm2_gguf):
   with pytest.raises(InputNotFoundError, match="does not exist"):
-    models.load(smollm2_gguf.replace("Q4_1", "Q4_2"))
+    weights.load(smollm2_gguf.replace("Q4_1", "Q4_2"))
 
 
 def test_truncated_gguf(smollm2_gguf, tmp_path):
@@ -85,7 +85,7 @@ def test_truncated_gguf(smollm2_gguf, tmp_path):
   with open(smollm2_gguf, "rb") as f:
     truncated.write_bytes(f.read(50_000_000))
   with pytest.raises(CheckpointFormatError, match="cut.gguf"):
-    models.load(str(truncated))
+    weights.load(str(truncated))
 
 
 def _tiny_gguf(path, arch="llama", qtype=gguf.GGMLQuantizationType.F32):
@@ -121,7 +121,7 @@ def _tiny_gguf(path, arch="llama", qtype=gguf.GGMLQuantizationType.F32):
 
 def test_tiny_gguf_loads(tmp_path):
   _tiny_gguf(tmp_path / "tiny.gguf")
-  config, params = models.load(str(tmp_path / "tiny.gguf"))
+  config, params = weights.load(str(tmp_path / "tiny.gguf"))
   assert (config.family, config.num_layers, config.hidden_size, config.tie_embeddings) == ("llama", 1, 64, True)
   assert params["layers"]["attn"]["q_proj"].shape == (1, 64, 2, 32)
 
@@ -129,13 +129,13 @@ def test_tiny_gguf_loads(tmp_path):
 def test_unsupported_quantization_names_tensor_and_type(tmp_path):
   _tiny_gguf(tmp_path / "tq.gguf", qtype=gguf.GGMLQuantizationType.TQ2_0)
   with pytest.raises(UnsupportedModelError, match=r"'blk.0.attn_q.weight' uses quantization TQ2_0.*supported:"):
-    models.load(str(tmp_path / "tq.gguf"))
+    weights.load(str(tmp_path / "tq.gguf"))
 
 
 def test_unsupported_gguf_architecture(tmp_path):
   _tiny_gguf(tmp_path / "phi.gguf", arch="phi3")
   with pytest.raises(UnsupportedModelError, match="'phi3' is not supported; supported: llama, qwen2, qwen3"):
-    models.load(str(tmp_path / "phi.gguf"))
+    weights.load(str(tmp_path / "phi.gguf"))
 
 
 # ---- export ----------------------------------------------------------------------------------------------
@@ -146,8 +146,8 @@ def test_gguf_export_round_trip(ours, smollm2_gguf, tmp_path):
   """SmolLM2 -> our Q8_0 GGUF: transformers' GGUF loader and ours agree, the tokenizer survives."""
   config, params = ours
   tokenizer = load_tokenizer(smollm2_gguf)
-  models.save(str(tmp_path / "out.gguf"), config, params, format="gguf", tokenizer=tokenizer, gguf_type="q8_0")
-  config2, params2 = models.load(str(tmp_path / "out.gguf"))
+  weights.save(str(tmp_path / "out.gguf"), config, params, format="gguf", tokenizer=tokenizer, gguf_type="q8_0")
+  config2, params2 = weights.load(str(tmp_path / "out.gguf"))
   assert config2 == config
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
     a, b = np.asarray(a), np.asarray(b)
@@ -172,20 +172,20 @@ def test_gguf_export_of_other_families_loads_in_transformers(family, tmp_path):
   # published Qwen3), so the tiny qwen3 gets head_dim 128 here; our reader uses key_length.
   model = hf_reference.build(family, **({"head_dim": 128} if family == "qwen3" else {}))
   model.save_pretrained(tmp_path / "hf")
-  config, params = models.load(str(tmp_path / "hf"))
-  models.save(str(tmp_path / "m.gguf"), config, params, format="gguf")
+  config, params = weights.load(str(tmp_path / "hf"))
+  weights.save(str(tmp_path / "m.gguf"), config, params, format="gguf")
   again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
   ids, mask = hf_reference.padded_batch(config.vocab_size)
   ref = hf_reference.reference_logits(model, ids, mask)
   np.testing.assert_allclose(hf_reference.reference_logits(again.eval(), ids, mask)[mask], ref[mask], atol=1e-5)
-  config2, params2 = models.load(str(tmp_path / "m.gguf"))
+  config2, params2 = weights.load(str(tmp_path / "m.gguf"))
   np.testing.assert_allclose(np.asarray(models.logits(config2, params2, ids, mask))[mask], ref[mask], atol=1e-4)
 
 
 def test_gguf_export_refuses_olmo3(tmp_path):
   model = hf_reference.build("olmo3")
   model.save_pretrained(tmp_path / "hf")
-  config, params = models.load(str(tmp_path / "hf"))
+  config, params = weights.load(str(tmp_path / "hf"))
   with pytest.raises(UnsupportedModelError, match="GGUF export supports llama, qwen2, qwen3, not olmo3"):
-    models.save(str(tmp_path / "m.gguf"), config, params, format="gguf")
+    weights.save(str(tmp_path / "m.gguf"), config, params, format="gguf")
   assert not (tmp_path / "m.gguf").exists()

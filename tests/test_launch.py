@@ -30,10 +30,10 @@ def test_local_and_multi_gpu_launcher_dry_run():
 
 
 def test_slurm_script_dry_run_runs_one_srun_task_per_node():
-  out = _bash("launch/slurm_gpu.sbatch", "--config=configs/qwen3_8b_science.py", "--mesh=gpu-2x8-hosts")
+  out = _bash("launch/slurm_gpu.sbatch", "--config=configs/paper.py:qwen3-8b,science", "--mesh=gpu-2x8-hosts")
   assert out.returncode == 0, out.stderr
   assert out.stdout.strip() == ("srun --kill-on-bad-exit=1 python3 -m caopd_jax.train "
-                                "--config=configs/qwen3_8b_science.py --mesh=gpu-2x8-hosts")
+                                "--config=configs/paper.py:qwen3-8b,science --mesh=gpu-2x8-hosts")
   header = open(os.path.join(ROOT, "launch", "slurm_gpu.sbatch")).read()
   assert "#SBATCH --ntasks-per-node=1" in header and "NCCL_NVLS_ENABLE=0" in header
 
@@ -42,9 +42,9 @@ def test_slurm_script_dry_run_runs_one_srun_task_per_node():
     ("create", ["v5p-64"], "gcloud compute tpus tpu-vm create caopd --zone us-east5-a --accelerator-type v5p-64 "
                            "--version v2-alpha-tpuv5"),
     ("setup", [], "gcloud compute tpus tpu-vm scp --recurse . caopd:caopd-jax --zone us-east5-a --worker=all"),
-    ("run", ["--", "--config=configs/qwen3_8b_science.py", "--mesh=auto"],
+    ("run", ["--", "--config=configs/paper.py:qwen3-8b,science", "--mesh=auto"],
      "--worker=all --command cd\\ caopd-jax\\ \\&\\&\\ CAOPD_DISTRIBUTED=auto\\ nohup\\ python3\\ -m\\ "
-     "caopd_jax.train\\ --config=configs/qwen3_8b_science.py\\ --mesh=auto"),
+     "caopd_jax.train\\ --config=configs/paper.py:qwen3-8b\\\\\\,science\\ --mesh=auto"),   # %q twice: ","
     ("logs", [], "--worker=0 --command tail\\ -n\\ 200\\ -f\\ caopd-jax/caopd.log"),
     ("stop", [], "--worker=all --command pkill\\ -TERM\\ -f\\ caopd_jax.train\\ \\|\\|\\ true"),
     ("delete", [], "gcloud compute tpus tpu-vm delete caopd --zone us-east5-a --quiet")])

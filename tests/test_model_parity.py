@@ -8,8 +8,8 @@ import torch
 import transformers
 
 import hf_reference
-from caopd_jax import models
-from caopd_jax.models import hf_config
+from caopd_jax import models, weights
+from caopd_jax.weights import hf_config
 
 # Relative error = max |ours - ref| / max |ref| over real (unpadded) positions.
 F32_TOLERANCE = 1e-4
@@ -37,7 +37,7 @@ def test_float32_logits_match_transformers(family):
 
 def test_bfloat16_logits_within_bound(family):
   name, model, config, _, path = family
-  config16, params16 = models.load(path, dtype=jnp.bfloat16)
+  config16, params16 = weights.load(path, dtype=jnp.bfloat16)
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params16))
   ids, mask = hf_reference.padded_batch(config.vocab_size, seed=1)
   ref = hf_reference.reference_logits(model, ids, mask)

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from caopd_jax.train.optim import ema_update, learning_rate_schedule, make_optimizer
+from caopd_jax.distill.step import ema_update
+from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
 
 
 def test_schedule_warms_up_then_decays_to_zero():

@@ -1,4 +1,4 @@
-"""The users' path end to end on CPU: the paper's science recipe (configs/qwen3_8b_science.py) on a tiny Qwen3-shaped
+"""The users' path end to end on CPU: the paper's science recipe (configs/paper.py:qwen3-8b,science) on a tiny Qwen3-shaped
 model with a Qwen3-style tokenizer (`>\\n` and `}\\n` are single tokens) and rows in the paper's science TRAIN schema
 (`messages`, `output_text`; the gold letter comes from the demonstration).
 
@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 
 import hf_reference
-from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
 from caopd_jax.calibration.rewrite import strip_confidence
 from caopd_jax.calibration.verifiers import verify_mcq
 from caopd_jax.data.sources import load_examples
+from caopd_jax.distill.batch import build_batch, prepare_prompts
+from caopd_jax.distill.settings import DistillSettings
 from caopd_jax.rollout import Rollouts
+from caopd_jax.run_folder import read_metrics
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.train.logger import read_metrics
 from paper_fixtures import write_science_train
 from tokenizer_families import build_family_tokenizer
 
@@ -92,7 +93,7 @@ def test_science_train_rows_get_exact_caopd_targets_with_a_qwen_tokenizer(qwen3)
 def test_shrunk_paper_config_trains_on_the_paper_schema(qwen3, tmp_path, divergence):
   folder, data = qwen3
   run = tmp_path / "run"
-  command = [sys.executable, "-m", "caopd_jax.train", f"--config={ROOT}/configs/qwen3_8b_science.py",
+  command = [sys.executable, "-m", "caopd_jax.train", f"--config={ROOT}/configs/paper.py:qwen3-8b,science",
              f"--config.model.path={folder}", f"--config.data.data_dir={data}", f"--config.train.output_dir={run}",
              "--config.model.dtype=float32", "--config.distill.max_completion_tokens=24",
              "--config.rollout.prompts_per_step=3", "--config.rollout.num_samples=4", "--config.train.batch_size=6",

@@ -1,11 +1,12 @@
-"""caopd_jax.data.prompts: student/teacher messages on the paper's eval sets and on synthetic examples."""
+"""caopd_jax.distill.prompts: student/teacher messages on the paper's eval sets and on synthetic examples."""
 
 import pytest
 
 from caopd_jax.calibration import rewrite
-from caopd_jax.data import prompts, sources
+from caopd_jax.data import sources
 from caopd_jax.data.arithmetic import arithmetic_task
 from caopd_jax.data.example import Example
+from caopd_jax.distill import prompts
 
 CONFIG = prompts.PromptConfig()
 

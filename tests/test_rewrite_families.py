@@ -21,7 +21,7 @@ from caopd_jax.calibration import (CONFIDENCE_KEY, confidence_note, format_fract
                                    parse_mcq_answer, parse_tool_call, patch_demonstration, rewrite_batch,
                                    rewrite_completion, strip_confidence)
 from caopd_jax.data.example import Example
-from caopd_jax.data.prompts import render, teacher_messages
+from caopd_jax.distill.prompts import render, teacher_messages
 from caopd_jax.tokenizers import load_tokenizer
 
 SETTINGS = settings(deadline=None, max_examples=40)

@@ -11,7 +11,7 @@ import scipy.stats
 import torch
 import transformers
 
-from caopd_jax import models, rollout
+from caopd_jax import models, rollout, weights
 from caopd_jax.errors import CaopdError
 from caopd_jax.rollout.sampling import sampling_logprobs
 
@@ -81,7 +81,7 @@ def test_filtered_sampling_logprobs_equal_the_training_forward(family):
 
 def test_bfloat16_sampling_runs_and_tracks_the_bf16_forward(family):
   _, _, config, _, path = family
-  config16, params16 = models.load(path, dtype=jnp.bfloat16)
+  config16, params16 = weights.load(path, dtype=jnp.bfloat16)
   prompts = _prompts(config.vocab_size, seed=3)
   out = rollout.sample(config16, params16, prompts, jax.random.key(3), num_samples=2, max_new_tokens=8)
   for i, prompt in enumerate(prompts):
@@ -215,7 +215,7 @@ def test_limits(bigram_model):
 
 @pytest.mark.slow
 def test_smollm2_greedy_matches_transformers(smollm2_gguf, ours_smollm2):
-  config, params = models.load(smollm2_gguf)
+  config, params = weights.load(smollm2_gguf)
   tokenizer = ours_smollm2
   questions = ["Describe how photosynthesis works.", "Write a short poem about the sea.",
                "Explain in two sentences why the sky is blue.", "List three prime numbers above 50."]

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from caopd_jax import models
-from caopd_jax.train.logger import read_metrics
+from caopd_jax import weights
+from caopd_jax.run_folder import read_metrics
 from tiny_run import ROOT, command, losses, train
 
 FAULTS = os.path.join(ROOT, "tests", "fault_injection.py")
@@ -43,7 +43,7 @@ def _same_as_reference(run_dir, reference_dir):
   """Every metrics line (but the timings) and the final student equal the uninterrupted run's, bit for bit."""
   untimed = lambda records: [{k: v for k, v in r.items() if not k.startswith("speed/")} for r in records]  # noqa: E731
   assert untimed(read_metrics(run_dir)) == untimed(read_metrics(reference_dir))
-  (_, ours), (_, theirs) = models.load(str(run_dir)), models.load(str(reference_dir))
+  (_, ours), (_, theirs) = weights.load(str(run_dir)), weights.load(str(reference_dir))
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
     np.testing.assert_array_equal(a, b)
 
@@ -245,4 +245,4 @@ def test_kills_at_random_moments_leave_a_run_equal_to_the_uninterrupted_one(setu
   assert losses(run) == losses(reference[0])
   assert not os.path.exists(run / "damaged_checkpoints")
   for step in sorted(os.listdir(run / "checkpoints")):
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(models.load(str(run), step=int(step))[1]))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(weights.load(str(run), step=int(step))[1]))

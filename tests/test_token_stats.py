@@ -137,4 +137,23 @@ def test_argument_errors():
     losses.token_stats(inputs["h_s"], inputs["w_s"], inputs["targets"], inputs["h_t"])
   with pytest.raises(ValueError):
     losses.token_stats(inputs["h_s"], inputs["w_s"][:, :10], inputs["targets"], inputs["h_t"], inputs["w_t"])
-  assert losses.IMPLEMENTATIONS == {"naive": losses.token_stats_naive, "xla_chunked": losses.token_stats}
+
+
+def test_registry_picks_the_implementation_per_backend():
+  from caopd_jax.kernels import registry
+  assert registry.resolve("auto", backend="gpu") == "pallas"
+  assert registry.resolve("auto", backend="gpu", needs_threshold=True) == "xla_chunked"   # the kernels have no tail
+  assert registry.resolve("auto", backend="gpu", dtype=jnp.float32) == "xla_chunked"     # GPU tiles fit 2-byte inputs
+  assert registry.resolve("auto", backend="tpu") == registry.resolve("auto", backend="cpu") == "xla_chunked"
+  assert registry.resolve("naive", backend="gpu") == "naive"
+  assert registry.token_stats_function("naive").func is losses.token_stats_naive
+  inputs = _inputs(3, 20)
+  auto = registry.token_stats_function("auto", vocab_chunk=8)(inputs["h_s"], inputs["w_s"], inputs["targets"])
+  direct = losses.token_stats(inputs["h_s"], inputs["w_s"], inputs["targets"], chunk_size=8)   # here: a CPU
+  np.testing.assert_array_equal(auto.logprob, direct.logprob)
+  with pytest.warns(UserWarning, match="interpreter"):
+    registry.token_stats_function("pallas")
+  with pytest.raises(ValueError, match="no support threshold"):
+    registry.token_stats_function("pallas", needs_threshold=True)
+  with pytest.raises(ValueError, match="unknown token-stats implementation"):
+    registry.resolve("fast")

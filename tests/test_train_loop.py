@@ -14,15 +14,15 @@ import jax
 import numpy as np
 import pytest
 
-from caopd_jax import models
+from caopd_jax import weights
 from caopd_jax.config_files import load_file, parse_args
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train import loop
 from tiny_run import ROOT, command, losses, wait_for_steps
 from tiny_run import train as train_cli
+from caopd_jax.run_folder import read_metrics
 from caopd_jax.train.config import validate
-from caopd_jax.train.logger import read_metrics
 
 @pytest.fixture(scope="module")
 def setup(tiny_run):
@@ -40,8 +40,8 @@ def test_run_folder_loads_as_a_model(reference_run):
   assert [s for s, _, _ in logged] == list(range(1, 9))
   assert all(np.isfinite(loss) for _, loss, _ in logged)
   assert sorted(os.listdir(reference_run / "checkpoints")) == ["4", "6", "8"]   # every 2 steps, keep the last 3
-  config, params = models.load(str(reference_run))                      # the latest student
-  _, older = models.load(str(reference_run), step=6)
+  config, params = weights.load(str(reference_run))                      # the latest student
+  _, older = weights.load(str(reference_run), step=6)
   assert config.num_layers == 1 and load_tokenizer(str(reference_run)).vocab_size == config.vocab_size
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(older)))
   records = read_metrics(reference_run)            # the held-out evaluation ran at steps 4 and 8 only
@@ -62,8 +62,8 @@ def test_sigkill_then_resume_repeats_the_losses_exactly(setup, reference_run):
   assert result.returncode == 0, result.stderr
   assert "resumed" in result.stdout + result.stderr
   assert losses(run_dir) == losses(reference_run)
-  _, resumed = models.load(str(run_dir))
-  _, reference = models.load(str(reference_run))
+  _, resumed = weights.load(str(run_dir))
+  _, reference = weights.load(str(reference_run))
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
     np.testing.assert_array_equal(a, b)
 
@@ -91,20 +91,20 @@ def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, reference
   optimizer steps per rollout batch here: call 2 fails mid-batch (the resume goes on with the next batch), call 3
   fails before any step of batch 2 (the resume redoes batch 2, so the run equals the uninterrupted one)."""
   config_file, root = setup
-  real = loop.make_train_step
+  real = loop.setup.build
 
-  def make_failing_after_one_step(*args, **kwargs):
-    step_fn, calls = real(*args, **kwargs), []
+  def build_failing_after_one_step(*args, **kwargs):
+    program, calls = real(*args, **kwargs), []
 
     def step(state, batch):
       calls.append(1)
       if len(calls) == failing_call:
         os.kill(os.getpid(), signal.SIGTERM)
         raise RuntimeError("INTERNAL: ptxas exited with non-zero error code 15")
-      return step_fn(state, batch)
-    return step
+      return program.step_fn(state, batch)
+    return program._replace(step_fn=step)
 
-  monkeypatch.setattr(loop, "make_train_step", make_failing_after_one_step)
+  monkeypatch.setattr(loop.setup, "build", build_failing_after_one_step)
   config = load_file(config_file)
   config.train.output_dir = str(root / f"signal_in_compile_{failing_call}")
   config.checkpoint.every = 100  # the only checkpoint is the one written after the failure
@@ -119,8 +119,8 @@ def test_a_step_failing_after_sigterm_still_saves_the_last_step(setup, reference
   if failing_call == 3:
     assert losses(run_dir) == losses(reference_run)
   with pytest.raises(RuntimeError, match="ptxas"):  # without a stop signal the error is the run's error
-    monkeypatch.setattr(loop, "make_train_step", lambda *a, **k: lambda state, batch: (_ for _ in ()).throw(
-        RuntimeError("ptxas exited with non-zero error code 15")))
+    monkeypatch.setattr(loop.setup, "build", lambda *a, **k: real(*a, **k)._replace(
+        step_fn=lambda state, batch: (_ for _ in ()).throw(RuntimeError("ptxas exited with non-zero error code 15"))))
     config.train.output_dir = str(root / "compile_error")
     loop.train(config)
 
@@ -136,7 +136,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup):
   bad_step = int(result.stderr.split("error: step ")[1].split(":")[0])
   steps = sorted(int(s) for s in os.listdir(run_dir / "checkpoints") if s.isdigit())
   assert steps[-1] == bad_step - 1
-  _, params = models.load(str(run_dir))
+  _, params = weights.load(str(run_dir))
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 
@@ -292,7 +292,7 @@ def test_each_process_reads_its_share_of_the_one_process_batches(setup):
 
 
 def test_two_processes_join_their_shares_into_the_one_process_batch():
-  """train/global_batch.py in two processes: prompts, rows and per-prompt statistics equal build_batch on the
+  """distill/global_batch.py in two processes: prompts, rows and per-prompt statistics equal build_batch on the
   whole batch, with both teachers, overlong prompts dropped or truncated on either side, and a process that kept
   none."""
   script = os.path.join(ROOT, "tests", "multi_device", "global_batch.py")
@@ -374,5 +374,5 @@ def test_two_processes_run_the_same_command_like_one(setup, reference_run):
   for key in ("train/calibration_ce", "train/entropy"):   # (the step-1 KL is ~1e-5: rounding-level, not compared)
     np.testing.assert_allclose(first[key], reference_first[key], rtol=1e-4, err_msg=key)
   assert sorted(os.listdir(run_dir / "checkpoints")) == ["4", "6", "8"]
-  config, params = models.load(str(run_dir))
+  config, params = weights.load(str(run_dir))
   assert config.num_layers == 1 and all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))

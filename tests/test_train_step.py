@@ -22,10 +22,11 @@ import pytest
 import torch
 
 import hf_reference
-from caopd_jax import models
-from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
+from caopd_jax import models, weights
+from caopd_jax.distill.loss import LossBatch, micro_batch_loss, normalizers
+from caopd_jax.distill.settings import LossSettings
+from caopd_jax.distill.step import TrainState, make_train_step
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
-from caopd_jax.train.step import TrainState, make_train_step
 from caopd_jax.weights.hf_layout import hf_from_params
 
 STUDENT_PROMPT, TEACHER_PROMPT, COMPLETION = 5, 8, 7
@@ -78,7 +79,7 @@ def pairs(tmp_path_factory):
         model = hf_reference.build(name, seed=seed)
         path = tmp_path_factory.mktemp(f"{name}_seed{seed}")
         model.save_pretrained(path)
-        loaded.append((model, *models.load(str(path))))
+        loaded.append((model, *weights.load(str(path))))
       (student_model, config, student), (teacher_model, teacher_config, teacher) = loaded
       assert config == teacher_config
       cache[name] = Pair(student_model, teacher_model, config, student, teacher)

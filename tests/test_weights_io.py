@@ -12,7 +12,7 @@ import torch
 import transformers
 
 import hf_reference
-from caopd_jax import models
+from caopd_jax import weights
 from caopd_jax.errors import CaopdError, CheckpointFormatError, InputNotFoundError, UnsupportedModelError
 from caopd_jax.weights import hf_checkpoint, safetensors_file
 
@@ -33,8 +33,8 @@ def _assert_same_params(a, b):
 def test_hf_export_loads_in_transformers_with_same_logits(family, tmp_path):
   model = hf_reference.build(family)
   model.save_pretrained(tmp_path / "src")
-  config, params = models.load(str(tmp_path / "src"))
-  models.save(str(tmp_path / "out"), config, params, format="hf")
+  config, params = weights.load(str(tmp_path / "src"))
+  weights.save(str(tmp_path / "out"), config, params, format="hf")
   again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
   ids, mask = hf_reference.padded_batch(config.vocab_size)
   np.testing.assert_allclose(hf_reference.reference_logits(again, ids, mask),
@@ -46,71 +46,71 @@ def test_hf_export_loads_in_transformers_with_same_logits(family, tmp_path):
 
 def test_sharded_export_and_import(qwen2_folder, tmp_path, monkeypatch):
   _, src = qwen2_folder
-  config, params = models.load(src)
+  config, params = weights.load(src)
   monkeypatch.setattr(hf_checkpoint, "SHARD_BYTES", 20_000)
-  models.save(str(tmp_path / "sharded"), config, params, format="hf")
+  weights.save(str(tmp_path / "sharded"), config, params, format="hf")
   files = sorted(os.listdir(tmp_path / "sharded"))
   assert "model.safetensors.index.json" in files
   assert sum(f.endswith(".safetensors") for f in files) > 3
-  config2, params2 = models.load(str(tmp_path / "sharded"))
+  config2, params2 = weights.load(str(tmp_path / "sharded"))
   assert config2 == config
   _assert_same_params(params, params2)
 
 
 def test_bfloat16_export_round_trip(qwen2_folder, tmp_path):
   _, src = qwen2_folder
-  config, params = models.load(src, dtype=jnp.bfloat16)
-  models.save(str(tmp_path / "bf16"), config, params, format="hf")
+  config, params = weights.load(src, dtype=jnp.bfloat16)
+  weights.save(str(tmp_path / "bf16"), config, params, format="hf")
   header = safetensors_file.SafetensorsFile(str(tmp_path / "bf16" / "model.safetensors"))
   assert header._entries["model.embed_tokens.weight"]["dtype"] == "BF16"
-  _, params2 = models.load(str(tmp_path / "bf16"), dtype=jnp.bfloat16)
+  _, params2 = weights.load(str(tmp_path / "bf16"), dtype=jnp.bfloat16)
   _assert_same_params(params, params2)
 
 
 def test_orbax_round_trip_and_steps(qwen2_folder, tmp_path):
   _, src = qwen2_folder
-  config, params = models.load(src)
+  config, params = weights.load(src)
   run = tmp_path / "run"
-  models.save(str(run / "10"), config, params)
+  weights.save(str(run / "10"), config, params)
   doubled = jax.tree.map(lambda x: 2 * x, params)
-  models.save(str(run / "20"), config, doubled)
-  assert models.source_kind(str(run)) == "orbax"
-  config2, latest = models.load(str(run))
+  weights.save(str(run / "20"), config, doubled)
+  assert weights.source_kind(str(run)) == "orbax"
+  config2, latest = weights.load(str(run))
   assert config2 == config
   _assert_same_params(latest, doubled)
-  _, first = models.load(str(run), step=10)
+  _, first = weights.load(str(run), step=10)
   _assert_same_params(first, params)
-  _, as_bf16 = models.load(str(run / "10"), dtype=jnp.bfloat16)
+  _, as_bf16 = weights.load(str(run / "10"), dtype=jnp.bfloat16)
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(as_bf16))
   with pytest.raises(InputNotFoundError, match=r"no step 15; available steps: \[10, 20\]"):
-    models.load(str(run), step=15)
+    weights.load(str(run), step=15)
 
 
 def test_orbax_paths_relative_to_the_working_directory(qwen2_folder, tmp_path, monkeypatch):
   _, src = qwen2_folder
-  config, params = models.load(src)
+  config, params = weights.load(src)
   monkeypatch.chdir(tmp_path)
-  models.save("relative/model", config, params)
-  _assert_same_params(models.load("relative/model")[1], params)
+  weights.save("relative/model", config, params)
+  _assert_same_params(weights.load("relative/model")[1], params)
 
 
 def test_existing_output_is_refused_and_kept(qwen2_folder, tmp_path):
   _, src = qwen2_folder
-  config, params = models.load(src)
+  config, params = weights.load(src)
   out = tmp_path / "out"
   out.mkdir()
   (out / "precious.txt").write_text("keep me")
   with pytest.raises(CaopdError, match="already exists"):
-    models.save(str(out), config, params, format="hf")
+    weights.save(str(out), config, params, format="hf")
   assert (out / "precious.txt").read_text() == "keep me"
 
 
 def test_failed_save_leaves_nothing(qwen2_folder, tmp_path):
   _, src = qwen2_folder
-  config, params = models.load(src)
+  config, params = weights.load(src)
   del params["layers"]["mlp"]["up_proj"]
   with pytest.raises(KeyError):
-    models.save(str(tmp_path / "out"), config, params, format="hf")
+    weights.save(str(tmp_path / "out"), config, params, format="hf")
   assert os.listdir(tmp_path) == []
 
 
@@ -121,11 +121,11 @@ def test_failed_save_leaves_nothing(qwen2_folder, tmp_path):
 def test_saved_models_get_the_modes_the_umask_gives(qwen2_folder, tmp_path, format):
   """Before: every saved folder was 0700 and a GGUF file 0600 (the temporary names' modes), whatever the umask."""
   _, src = qwen2_folder
-  config, params = models.load(src)
+  config, params = weights.load(src)
   previous = os.umask(0o022)
   try:
     path = str(tmp_path / ("model.gguf" if format == "gguf" else "model"))
-    models.save(path, config, params, format=format)
+    weights.save(path, config, params, format=format)
   finally:
     os.umask(previous)
   modes = {os.path.relpath(os.path.join(d, name), path): os.stat(os.path.join(d, name)).st_mode & 0o777
@@ -137,13 +137,13 @@ def test_saved_models_get_the_modes_the_umask_gives(qwen2_folder, tmp_path, form
 
 def test_missing_path():
   with pytest.raises(InputNotFoundError, match="does not exist"):
-    models.load("/no/such/model")
+    weights.load("/no/such/model")
 
 
 def test_folder_without_model(tmp_path):
   (tmp_path / "notes.txt").write_text("x")
   with pytest.raises(InputNotFoundError, match="not a model folder.*notes.txt"):
-    models.load(str(tmp_path))
+    weights.load(str(tmp_path))
 
 
 def test_unsupported_architecture_names_supported_ones(qwen2_folder, tmp_path):
@@ -154,7 +154,7 @@ def test_unsupported_architecture_names_supported_ones(qwen2_folder, tmp_path):
   (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
   with pytest.raises(UnsupportedModelError, match="'gpt2' is not supported; supported families: llama, qwen2, "
                      "qwen3, olmo3"):
-    models.load(str(tmp_path / "m"))
+    weights.load(str(tmp_path / "m"))
 
 
 def _rewrite_tensors(folder, edit):
@@ -173,7 +173,7 @@ def test_tensor_shape_mismatch_names_the_tensor(qwen2_folder, tmp_path):
   _rewrite_tensors(str(tmp_path / "m"), lambda t: t.__setitem__(name, t[name][:-1]))
   with pytest.raises(CheckpointFormatError, match=rf"tensor '{name}' has shape \(95, 64\), the config needs "
                      r"\(96, 64\)"):
-    models.load(str(tmp_path / "m"))
+    weights.load(str(tmp_path / "m"))
 
 
 def test_missing_tensor_names_the_tensor(qwen2_folder, tmp_path):
@@ -181,7 +181,7 @@ def test_missing_tensor_names_the_tensor(qwen2_folder, tmp_path):
   shutil.copytree(src, tmp_path / "m")
   _rewrite_tensors(str(tmp_path / "m"), lambda t: t.pop("model.layers.0.self_attn.k_proj.bias"))
   with pytest.raises(CheckpointFormatError, match="'model.layers.0.self_attn.k_proj.bias' is missing"):
-    models.load(str(tmp_path / "m"))
+    weights.load(str(tmp_path / "m"))
 
 
 def test_truncated_safetensors(qwen2_folder, tmp_path):
@@ -191,10 +191,10 @@ def test_truncated_safetensors(qwen2_folder, tmp_path):
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
   with pytest.raises(CheckpointFormatError, match="truncated"):
-    models.load(str(tmp_path / "m"))
+    weights.load(str(tmp_path / "m"))
   path.write_bytes(data[:5])
   with pytest.raises(CheckpointFormatError, match="not a safetensors file"):
-    models.load(str(tmp_path / "m"))
+    weights.load(str(tmp_path / "m"))
 
 
 def test_pickle_checkpoints_are_not_read(tmp_path, qwen2_folder):
@@ -203,10 +203,10 @@ def test_pickle_checkpoints_are_not_read(tmp_path, qwen2_folder):
   shutil.copy(os.path.join(src, "config.json"), tmp_path / "m")
   (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
   with pytest.raises(InputNotFoundError, match="pickled.*not read"):
-    models.load(str(tmp_path / "m"))
+    weights.load(str(tmp_path / "m"))
 
 
 def test_orbax_folder_without_steps(tmp_path):
   (tmp_path / "run" / "3").mkdir(parents=True)  # an incomplete step (no model_config.json)
   with pytest.raises(InputNotFoundError):
-    models.load(str(tmp_path / "run"))
+    weights.load(str(tmp_path / "run"))

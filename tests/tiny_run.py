@@ -9,9 +9,9 @@ import time
 
 import jax
 
-from caopd_jax import models
+from caopd_jax import models, weights
+from caopd_jax.run_folder import read_metrics
 from caopd_jax.tokenizers.characters import character_tokenizer
-from caopd_jax.train.logger import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The demo's config (its short prompt wording suits the character vocabulary) with a tiny budget.
@@ -41,7 +41,7 @@ def make_setup(root) -> str:
   config = models.ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
                               num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
                               max_position_embeddings=512, eos_token_ids=(tokenizer.eos_id,))
-  models.save(os.path.join(root, "base"), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
+  weights.save(os.path.join(root, "base"), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
   path = os.path.join(root, "config.py")
   with open(path, "w") as f:
     f.write(CONFIG.format(demo=os.path.join(ROOT, "configs", "demo.py"), model=os.path.join(root, "base")))

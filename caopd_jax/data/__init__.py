@@ -1,8 +1,8 @@
-"""Training/eval data: `Example` records, their sources, the grain pipeline and the prompt builders.
+"""Task data: the Example record, sources (the paper's save_to_disk sets, JSONL, the arithmetic task) and the grain
+pipeline. Prompts are assembled by caopd_jax.distill.prompts."""
 
-  example    the `Example` record every source produces
-  sources    readers (save_to_disk folders, JSONL) and `load_examples`, the dispatcher
-  arithmetic the built-in synthetic arithmetic task
-  pipeline   a deterministic, sharded, resumable grain pipeline of Example batches
-  prompts    student / teacher chat messages built from an Example
-"""
+from caopd_jax.data.example import Example
+from caopd_jax.data.pipeline import batch_iterator, example_batches
+from caopd_jax.data.sources import load_examples, read_jsonl, read_save_to_disk
+
+__all__ = ["Example", "batch_iterator", "example_batches", "load_examples", "read_jsonl", "read_save_to_disk"]

@@ -22,7 +22,7 @@ class Example:
     messages: tuple of {"role": str, "content": str} | None, the source's chat-formatted prompt
       (science: system + user); None when the source has a plain-text prompt.
     question_cut: int, leading characters cut from the question to fit the prompt budget
-      (calibration/prompt_fit.py); 0 for an example as its source has it.
+      (distill/prompt_fit.py); 0 for an example as its source has it.
   """
   id: str
   question: str

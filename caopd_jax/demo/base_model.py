@@ -23,11 +23,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from caopd_jax import models
+from caopd_jax import models, weights
 from caopd_jax.calibration.confidence import format_confidence
 from caopd_jax.calibration.rewrite import patch_demonstration
 from caopd_jax.data.example import Example
-from caopd_jax.data.prompts import PromptConfig, render, student_messages, teacher_messages
+from caopd_jax.distill.prompts import PromptConfig, render, student_messages, teacher_messages
 from caopd_jax.tokenizers.base import Tokenizer
 from caopd_jax.tokenizers.characters import character_tokenizer
 from caopd_jax.train.optim import make_optimizer
@@ -102,5 +102,5 @@ def train_base_model(path: str, examples: list[Example], prompts: PromptConfig, 
     batch = sft_batch([pairs[i] for i in chosen], tokenizer, length)
     params, opt_state, loss = step(params, opt_state, *map(jnp.asarray, batch))
     losses.append(float(loss))
-  models.save(path, config, params, tokenizer=tokenizer, overwrite=True)
+  weights.save(path, config, params, tokenizer=tokenizer, overwrite=True)
   return float(np.mean(losses[-max(1, steps // 10):]))

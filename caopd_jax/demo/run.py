@@ -10,17 +10,17 @@ import os
 
 import jax.numpy as jnp
 
-from caopd_jax import models, plots
-from caopd_jax.data.prompts import PromptConfig
+from caopd_jax import plots, weights
 from caopd_jax.data.sources import load_examples
 from caopd_jax.demo.base_model import train_base_model
+from caopd_jax.distill.prompts import PromptConfig
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.core import evaluate
 from caopd_jax.eval.curves import rollout_curves
 from caopd_jax.eval.report import metrics_table
+from caopd_jax.files import atomic_file, write_json
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train.loop import train
-from caopd_jax.weights.atomic import atomic_file, write_json
 
 RUNS = (("OPD", "opd", False), ("CaOPD", "caopd", True))
 BASE_FIELDS = ("fast", "base_examples", "base_steps", "base_batch_size", "base_lr", "base_layers", "base_hidden",
@@ -83,8 +83,8 @@ def run_demo(config) -> dict:
         f"{config.demo.eval_samples} samples at temperature {config.rollout.temperature}", flush=True)
   results = {mode: {} for mode in modes}
   for name, path in folders.items():
-    model_config, params = models.load(path, jnp.float32)
-    tokenizer = load_tokenizer(models.tokenizer_path(path))
+    model_config, params = weights.load(path, jnp.float32)
+    tokenizer = load_tokenizer(weights.tokenizer_path(path))
     for mode, (samples, temperature) in modes.items():
       records, results[mode][name] = evaluate(
           model_config, params, tokenizer, examples, prompts, max_new_tokens=config.distill.max_completion_tokens,

@@ -14,7 +14,7 @@ training verifiers and exact bin edges, temperature 1.0, 1024 new tokens. --gree
 The model is an HF folder, a .gguf file, or an Orbax checkpoint / run folder of this project (latest step,
 or --step). A training run folder also supplies the prompt wording it was trained with (its config.json);
 `--prompts CONFIG.py` takes a training config's wording instead (e.g. a base model with its runs' few-shot
-turns); otherwise data/prompts.py's defaults.
+turns); otherwise distill/prompts.py's defaults.
 """
 
 import argparse
@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def _prompt_config(model: str, config_file: str | None):
   """The PromptConfig of --prompts (a training config file), else of a training run folder (its config.json),
   else the defaults."""
-  from caopd_jax.data.prompts import PromptConfig
+  from caopd_jax.distill.prompts import PromptConfig
   if config_file:
     from caopd_jax.config_files import load_file
     return PromptConfig(**load_file(config_file).prompts.to_dict())
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
   if args.num_samples < 1 or (args.max_new_tokens or 1) < 1 or (args.limit is not None and args.limit < 1):
     raise CaopdError("--num_samples, --max_new_tokens and --limit must be >= 1")
   import jax.numpy as jnp
-  from caopd_jax import models
+  from caopd_jax import weights
   from caopd_jax.data.sources import load_examples
   from caopd_jax.eval.core import evaluate
   from caopd_jax.tokenizers import load_tokenizer
@@ -129,8 +129,8 @@ def main(argv=None) -> int:
   examples = load_examples(args.dataset, args.split, num_examples=args.arithmetic_examples, seed=args.seed,
                            difficulty=levels)[:args.limit]
   temperature, max_new_tokens = _decoding(args, protocol, examples[0].task if examples else args.dataset)
-  config, params = models.load(args.model, jnp.dtype(args.dtype), args.step)
-  tokenizer = load_tokenizer(models.tokenizer_path(args.model, args.step))
+  config, params = weights.load(args.model, jnp.dtype(args.dtype), args.step)
+  tokenizer = load_tokenizer(weights.tokenizer_path(args.model, args.step))
   records, summary = evaluate(config, params, tokenizer, examples, _prompt_config(args.model, args.prompts),
                               max_new_tokens=max_new_tokens, num_samples=args.num_samples, temperature=temperature,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,

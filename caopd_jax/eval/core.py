@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from caopd_jax import rollout
 from caopd_jax.data.example import Example
-from caopd_jax.data.prompts import PromptConfig, render, student_messages
+from caopd_jax.distill.prompts import PromptConfig, render, student_messages
 from caopd_jax.eval.protocols import get_protocol, golden_answer
 from caopd_jax.eval.scoring import score, summarise
 from caopd_jax.models.config import ModelConfig
@@ -48,9 +48,8 @@ def evaluate(config: ModelConfig, params, tokenizer: Tokenizer, examples: Sequen
                          stop_token_ids=tokenizer.stop_ids, layout=layout)
     for i, (ex, prompt) in enumerate(zip(chunk, texts)):
       for k in range(num_samples):
-        response = tokenizer.decode(out.tokens[i, k, :out.lengths[i, k]].tolist(), skip_special_tokens=True)
-        records.append({"id": ex.id, "prompt": prompt, "response": response, "golden_answer": golden_answer(ex),
-                        "sample": k})
+        records.append({"id": ex.id, "prompt": prompt, "response": out.text(tokenizer, i, k),
+                        "golden_answer": golden_answer(ex), "sample": k})
   records = score(records, [ex.verifier for ex in examples for _ in range(num_samples)], rules, "evaluation")
   summary = summarise(records, rules, num_samples)
   summary["decoding"] = {"temperature": temperature, "max_new_tokens": max_new_tokens, "num_samples": num_samples}

@@ -16,7 +16,7 @@ from caopd_jax import plots
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.compare import row_names
-from caopd_jax.train.logger import read_metrics
+from caopd_jax.run_folder import read_metrics
 
 CURVES = {"mean stated confidence": "rollout/mean_confidence", "rollout accuracy": "rollout/accuracy"}
 

@@ -13,7 +13,7 @@ import os
 
 from caopd_jax import plots
 from caopd_jax.errors import InputNotFoundError
-from caopd_jax.weights.atomic import write_json
+from caopd_jax.files import write_json
 
 INFERENCE_FILE, METRICS_FILE, DIAGRAM_FILE = "inference.json", "metrics.json", "reliability.png"
 COLUMNS = (("accuracy", "accuracy"), ("ECE", "ece"), ("Brier", "brier_score"), ("overconf. gap", "overconfidence_gap"),

@@ -10,12 +10,15 @@ whole tiles and the padded columns are masked; padded rows are zero with zero co
 
 Backward (custom_vjp): the logits' cotangent of a tile is recomputed from per-row residuals
 (lse, entropy, teacher lse, KL_st), then
+  - "dlogits" (the GPU default): per chunk of `chunk_rows` rows a kernel writes dS [rows, V] (bf16) and
+    two float32-accumulated matmuls give dH and the chunk's share of dW (workspace rows x V, not N x V);
   - "atomic" (NVIDIA GPUs): a 2-D grid of (row block, vocabulary tile) programs, each adding its
     dS W^T and H^T dS into float32 dH [N, D] and dW [D, V] with atomic adds, D in chunks, so that
-    no program holds a [rows, D] accumulator (which does not fit a GPU SM at D >= 1024);
-  - "two_pass" (TPU, which has no atomics but large VMEM): one kernel accumulates dH over
-    vocabulary tiles per row block, a second dW over row blocks per vocabulary tile.
-The teacher gets no gradient.
+    no program holds a [rows, D] accumulator (which does not fit a GPU SM at D >= 1024); 5x slower
+    than dlogits on the H200;
+  - "two_pass" (the default elsewhere: TPUs have no atomics but large VMEM): one kernel accumulates dH
+    over vocabulary tiles per row block, a second dW over row blocks per vocabulary tile.
+The teacher gets no gradient. Which implementation a loss uses is kernels/registry.py's choice.
 """
 
 import functools
@@ -27,7 +30,7 @@ from jax.experimental import pallas as pl
 
 from caopd_jax.kernels import token_stats_tiles as tiles
 from caopd_jax.kernels.token_stats_tiles import KL_ST, KL_TS, LOGP, LSE, STATS, T_LOGP, Tiling
-from caopd_jax.losses.token_stats import TokenStats, _prepare
+from caopd_jax.losses.token_stats import TokenStats, prepare_inputs
 
 try:  # the Triton backend: Pallas' GPU path for kernels written with block specs, pl.ds slicing and atomics
   from jax.experimental.pallas import triton as pltriton
@@ -264,7 +267,7 @@ def token_stats_pallas(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0
     raise ValueError("the atomic backward needs Pallas' Triton backend, which this jaxlib lacks")
   defaults = DEFAULTS.get(platform, DEFAULTS["cpu"])
   lead = targets.shape
-  h_s, targets, h_t, w_t = _prepare(h_s, w_s, targets, h_t, w_t, with_kl)
+  h_s, targets, h_t, w_t = prepare_inputs(h_s, w_s, targets, h_t, w_t, with_kl)
   dim, vocab = w_s.shape
   tiling = Tiling(vocab, block_n or defaults["block_n"], min(chunk_size or defaults["block_v"], vocab),
                   min(block_d or defaults["block_d"] or dim, dim), float(temperature), h_t is not None, with_kl)

@@ -4,7 +4,7 @@ kernel, and the logits' cotangent of one tile.
 Shapes: a program holds a block of `block_n` rows (h [bn, Dp]) and walks vocabulary tiles of `block_v`
 columns of W [Dp, Vp]. A tile's logits [bn, bv] are accumulated over D in chunks of `block_d` (on GPUs
 the whole [bn, D] x [D, bv] product does not fit in shared memory; on TPU block_d = D, one chunk).
-Columns past V get the finite logit -1e30 (exp is exactly 0; differences of two masked logits stay
+Columns past V get the finite logit MASKED_LOGIT = -1e30 (losses/token_stats.py: exp is exactly 0;
 finite). All accumulators hold values relative to the running max, as in `losses/token_stats.py`.
 """
 
@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-MASKED = -1e30
+from caopd_jax.losses.token_stats import MASKED_LOGIT
+
 # Columns of the per-row statistics [N, STATS] (forward output and backward residual).
 LSE, LOGP, ENT, T_LOGP, KL_TS, KL_ST, LSE_T = range(7)
 STATS = 8
@@ -66,7 +67,7 @@ def tile_logits(h_ref, w_ref, j, tiling: Tiling):
     s = jax.lax.fori_loop(0, d_chunks(h_ref, tiling), chunk,
                           jnp.zeros((h_ref.shape[0], bv), jnp.float32))
   ids = j * bv + jax.lax.broadcasted_iota(jnp.int32, (1, bv), 1)
-  return jnp.where(ids < tiling.vocab, s / tiling.temperature, MASKED), ids
+  return jnp.where(ids < tiling.vocab, s / tiling.temperature, MASKED_LOGIT), ids
 
 
 def _online(m, total, extra, s):
@@ -88,7 +89,7 @@ def forward_kernel(*refs, tiling: Tiling):
   out_ref = refs[-1]
   y = y_ref[...]
   bn = h_ref.shape[0]
-  low = jnp.full((bn, 1), MASKED, jnp.float32)
+  low = jnp.full((bn, 1), MASKED_LOGIT, jnp.float32)
   zero = jnp.zeros((bn, 1), jnp.float32)
 
   def body(j, carry):

@@ -18,8 +18,8 @@ peaky (large-magnitude) logits. The running max is a stop-gradient constant;
 every formula below is exact for any constant shift, so gradients are exact.
 
 `token_stats_naive` materialises the logits: the reference implementation, and
-the choice for small vocabularies. `IMPLEMENTATIONS` maps the config names
-("naive", "xla_chunked") to the two functions.
+the choice for small vocabularies. The configured implementation (naive, xla_chunked, the Pallas kernels,
+or auto) is picked by kernels/registry.py.
 """
 
 import functools
@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 
 # Logit of a padded vocabulary column: its exp is exactly 0 and differences of two
-# masked logits stay finite (never -inf - -inf = NaN). Also the running max's start value.
-_MASKED = -1e30
+# masked logits stay finite (never -inf - -inf = NaN). Also the running max's start value. The Pallas kernels
+# (kernels/token_stats_tiles.py) mask with the same constant.
+MASKED_LOGIT = -1e30
 
 
 class TokenStats(NamedTuple):
@@ -65,8 +66,9 @@ def _target_logit(h, w, targets, temperature):
   return jnp.einsum("nd,dn->n", h, columns, preferred_element_type=jnp.float32) / temperature
 
 
-def _prepare(h_s, w_s, targets, h_t, w_t, with_kl, threshold=None):
-  """Checks shapes; flattens rows; stop-gradients the teacher. Returns (h_s, targets, h_t, w_t)."""
+def prepare_inputs(h_s, w_s, targets, h_t, w_t, with_kl, threshold=None):
+  """Checks the inputs of every token-stats implementation (ValueError naming the mismatch); flattens rows;
+  stop-gradients the teacher. Returns (h_s [N, D], targets [N], h_t [N, D_t] or None, w_t or None)."""
   if (h_t is None) != (w_t is None):
     raise ValueError("give both teacher inputs h_t and w_t, or neither")
   if (with_kl or threshold is not None) and h_t is None:
@@ -87,7 +89,7 @@ def token_stats_naive(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0,
                       with_kl=False, threshold=None) -> TokenStats:
   """`token_stats` computed from the full float32 logits [N, V] (`chunk_size` is ignored)."""
   lead = targets.shape
-  h_s, targets, h_t, w_t = _prepare(h_s, w_s, targets, h_t, w_t, with_kl, threshold)
+  h_s, targets, h_t, w_t = prepare_inputs(h_s, w_s, targets, h_t, w_t, with_kl, threshold)
   logits_s = _logits(h_s, w_s, temperature)
   logp_s = jax.nn.log_softmax(logits_s, axis=-1)
   pick = lambda logp: jnp.take_along_axis(logp, targets[:, None], axis=-1)[:, 0].reshape(lead)
@@ -120,14 +122,14 @@ def _shift(m_old, logits):
 def _chunk_step(carry, chunk, *, h_s, h_t, temperature, with_kl, threshold):
   """Folds one vocabulary chunk into the accumulators (see `_init` for their meaning)."""
   w_s_chunk, valid = chunk[:2]
-  s = jnp.where(valid, _logits(h_s, w_s_chunk, temperature), _MASKED)
+  s = jnp.where(valid, _logits(h_s, w_s_chunk, temperature), MASKED_LOGIT)
   m_s, d_s, x_s, e_s = _shift(carry["m_s"], s)
   a_s = jnp.exp(d_s)
   new = {"m_s": m_s, "sum_s": a_s * carry["sum_s"] + jnp.sum(e_s, axis=-1),
          "ent_s": a_s * (carry["ent_s"] + d_s * carry["sum_s"]) + jnp.sum(e_s * x_s, axis=-1)}
   if h_t is None:
     return new, None
-  t = jnp.where(valid, _logits(h_t, chunk[2], temperature), _MASKED)
+  t = jnp.where(valid, _logits(h_t, chunk[2], temperature), MASKED_LOGIT)
   m_t, d_t, x_t, e_t = _shift(carry["m_t"], t)
   a_t = jnp.exp(d_t)
   new.update(m_t=m_t, sum_t=a_t * carry["sum_t"] + jnp.sum(e_t, axis=-1))
@@ -150,12 +152,12 @@ def _init(n, teacher, with_kl, tail):
   sum_t = sum_v exp(t - m_t); dif_t = sum_v exp(t - m_t) ((t - m_t) - (s - m_s));
   dif_s = sum_v exp(s - m_s) ((s - m_s) - (t - m_t));
   tail_s, tail_dif: sum_s and dif_s over the tail (s below the row's threshold) only.
-  The maxes start at _MASKED, so the first chunk's rescale factor is exactly 0.
+  The maxes start at MASKED_LOGIT, so the first chunk's rescale factor is exactly 0.
   """
   names = (["sum_s", "ent_s"] + (["sum_t"] if teacher else []) + (["dif_t", "dif_s"] if with_kl else [])
            + (["tail_s", "tail_dif"] if tail else []))
   carry = {name: jnp.zeros((n,), jnp.float32) for name in names}
-  carry.update({m: jnp.full((n,), _MASKED, jnp.float32) for m in (["m_s", "m_t"] if teacher else ["m_s"])})
+  carry.update({m: jnp.full((n,), MASKED_LOGIT, jnp.float32) for m in (["m_s", "m_t"] if teacher else ["m_s"])})
   return carry
 
 
@@ -175,7 +177,7 @@ def token_stats(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0, chunk
   scan, chunk logits recomputed in the backward). Returns `TokenStats` (shapes as targets).
   """
   lead = targets.shape
-  h_s, targets, h_t, w_t = _prepare(h_s, w_s, targets, h_t, w_t, with_kl, threshold)
+  h_s, targets, h_t, w_t = prepare_inputs(h_s, w_s, targets, h_t, w_t, with_kl, threshold)
   teacher = h_t is not None
   scaled_threshold = None if threshold is None else jax.lax.stop_gradient(threshold.reshape(-1)) / temperature
   vocab = w_s.shape[1]
@@ -207,5 +209,3 @@ def token_stats(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0, chunk
       out["tail_kl"] = acc["tail_dif"] / acc["sum_s"] + (log_sum_t - log_sum_s) * out["tail_mass"]
   return TokenStats(**{k: v.reshape(lead) for k, v in out.items()})
 
-
-IMPLEMENTATIONS = {"naive": token_stats_naive, "xla_chunked": token_stats}

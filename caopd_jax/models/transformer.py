@@ -21,8 +21,8 @@ import numpy as np
 from flax import nnx
 
 from caopd_jax.models import rope as rope_lib
-from caopd_jax.models.config import ModelConfig
 from caopd_jax.models import kv_cache
+from caopd_jax.models.config import ModelConfig
 from caopd_jax.models.kv_cache import KVCache
 from caopd_jax.models.layers import DecoderLayer, RMSNorm, _param
 from caopd_jax.sharding.layout import constrain

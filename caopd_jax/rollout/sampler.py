@@ -3,10 +3,9 @@
     out = sample(config, params, [[1, 2, 3], [4, 5]], jax.random.key(0), num_samples=8, max_new_tokens=256)
     out.tokens          # int32 [prompts, K, max_new_tokens]
 
-The model code is the training code (`models.forward`), with a static-shape KV
-cache. Prompts are left-padded to a bucketed length (a power of two, at least
-16) and the prompt count to a power of two, so a run compiles a handful of
-shapes. Each prompt is prefilled once and its cache repeated K times. The decode
+The model code is the training code (the layers of `models.transformer`, through `models.forward_with_cache`),
+with a static-shape KV cache. Prompts are left-padded to a bucketed length (a power of two, at least 16, or the
+caller's `prompt_width`) and the prompt count to a power of two, so a run compiles a handful of shapes. Each prompt is prefilled once and its cache repeated K times. The decode
 loop is a `lax.while_loop` that stops early when every row is done, run in
 chunks of `chunk` steps so a progress bar can advance between chunks; the cache
 is donated from chunk to chunk. Row (i, k) draws from its own PRNG stream
@@ -64,6 +63,11 @@ class Rollouts(NamedTuple):
   @property
   def truncated(self) -> np.ndarray:
     return ~self.stopped
+
+  def text(self, tokenizer, prompt: int, sample: int) -> str:
+    """The text of completion (prompt, sample), its special tokens (the stop token) left out: what verifiers read."""
+    return tokenizer.decode(self.tokens[prompt, sample, :self.lengths[prompt, sample]].tolist(),
+                            skip_special_tokens=True)
 
 
 class DecodeState(NamedTuple):

@@ -7,7 +7,7 @@
     detection, `jax.distributed.initialize()` without arguments.
 One process on one host needs none of this.
 
-Data: every process loads the same examples and reads its own share of each batch (`train/global_batch.py`);
+Data: every process loads the same examples and reads its own share of each batch (`distill/global_batch.py`);
 `allgather_objects` exchanges the host-side results, so every process then holds the same whole batch.
 `place` puts each device's share of such host data (a batch's rows, loaded weights) on it, and `to_host`
 gathers a sharded result back.

@@ -56,10 +56,9 @@ class Layout(NamedTuple):
   def replicated(self) -> NamedSharding:
     return NamedSharding(self.mesh, PartitionSpec())
 
-  def params(self, model_config, params_like) -> Any:
-    """NamedSharding tree of a model's params (shapes from `params_like`, arrays or ShapeDtypeStructs)."""
-    from caopd_jax.models import logical_axes
-    axes = logical_axes(model_config)
+  def params(self, axes, params_like) -> Any:
+    """NamedSharding tree of a model's params: `axes` names each param's dimensions (models.logical_axes(config):
+    a tree of tuples), `params_like` gives the shapes (arrays or ShapeDtypeStructs)."""
     return jax.tree.map(lambda names, p: self.sharding(names, p.shape), axes, params_like,
                         is_leaf=lambda x: isinstance(x, tuple))
 

@@ -1,11 +1,11 @@
 """Ahead-of-time compile check of the training step for a target mesh, before renting the hardware.
 
-    python -m caopd_jax.train.aot --config=configs/qwen3_8b_science.py --model=qwen3-8b --mesh=fsdp:8
+    python -m caopd_jax.train.aot --config=configs/paper.py:qwen3-8b,science --model=qwen3-8b --mesh=fsdp:8
     python -m caopd_jax.train.aot --config=... --model=qwen3-8b --mesh=fsdp:32 --topology=v5p:4x4x2
 
-It builds the step exactly as training does (same config, sharding rules, loss settings), lowers it
-with abstract sharded inputs of the config's batch shape (prompt and completion widths at their
-distill.max_* budgets) and compiles it. Reports per-device memory (arguments, temporaries, outputs)
+It builds the step with the trainer's own builder (train/setup.py: same optimizer, sharding rules, loss
+settings, batch dtypes), lowers it with abstract sharded inputs of the config's widest batch (prompt widths at
+their budgets, completion at distill.max_completion_tokens) and compiles it. Reports per-device memory (arguments, temporaries, outputs)
 and FLOPs; a configuration error (mesh size, rules, batch sizes that do not divide) fails here.
 Devices: `--topology` compiles for a TPU slice through JAX's AOT topology API (needs libtpu, no TPU);
 otherwise this machine's devices, and on a CPU a mesh larger than the visible devices re-runs itself
@@ -46,38 +46,15 @@ def _model_config(config, preset: str | None):
 
 
 def compile_report(config, model_config, devices) -> dict:
-  """Compiles the training step of `config` for `devices`; returns memory per device, FLOPs and timings."""
-  import jax
-  import jax.numpy as jnp
-  from caopd_jax import models
-  from caopd_jax.sharding.mesh import make_mesh
-  from caopd_jax.sharding.rules import Layout
-  from caopd_jax.train.config import rules_from_config
-  from caopd_jax.train.loop import distill_and_loss_settings
-  from caopd_jax.train.loss import LossBatch
-  from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
-  from caopd_jax.train.step import init_state, make_train_step, state_shardings
-
-  layout = Layout(make_mesh(config.mesh, devices), rules_from_config(config))
-  o, d = config.optim, config.distill
-  optimizer = make_optimizer(o.lr, config.train.steps, warmup_fraction=o.warmup_fraction, weight_decay=o.weight_decay,
-                             clip_norm=o.clip_norm)
-  params = models.param_shapes(model_config, jnp.dtype(config.model.dtype))
-  state = jax.eval_shape(lambda p: init_state(p, optimizer, jnp.dtype(config.model.teacher_dtype)), params)
-  shardings = state_shardings(layout, model_config, state)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-  rows, c = config.train.batch_size, d.max_completion_tokens
-  row_sharding = layout.sharding(("batch",), (rows,))
-  spec = lambda width, dtype: jax.ShapeDtypeStruct((rows, width), dtype, sharding=row_sharding)  # noqa: E731
-  batch = LossBatch(spec(d.max_prompt_tokens + c, jnp.int32), spec(d.max_prompt_tokens + c, jnp.int32),
-                    spec(2 * d.max_prompt_tokens + c, jnp.int32), spec(2 * d.max_prompt_tokens + c, jnp.int32),
-                    spec(c, jnp.int32), spec(c, jnp.float32), spec(c, jnp.float32), spec(c, jnp.bool_),
-                    spec(c, jnp.float32), spec(c, jnp.float32))
-  step = make_train_step(model_config, distill_and_loss_settings(config)[1], optimizer,
-                         learning_rate_schedule(o.lr, config.train.steps, o.warmup_fraction), d.teacher_ema,
-                         config.train.batch_size // config.train.micro_batch_size, layout, shardings)
+  """Compiles the training step of `config` for `devices` (train/setup.py: the trainer's own program, at the widest
+  prompt rungs); returns memory per device, FLOPs and timings."""
+  from caopd_jax.distill.settings import from_config
+  from caopd_jax.train import setup
+  program = setup.build(config, model_config, max(config.train.steps, 1), devices)
+  layout, teacher_width = program.layout, from_config(config)[0].teacher_budget
+  batch = setup.batch_spec(program, config.distill.max_prompt_tokens, teacher_width)
   started = time.perf_counter()
-  lowered = step.lower(abstract, batch)
+  lowered = program.step_fn.lower(setup.abstract_state(program), batch)
   compiled = lowered.compile()
   seconds = time.perf_counter() - started
   memory = compiled.memory_analysis()

@@ -1,12 +1,9 @@
-"""A training run's folder and its Orbax checkpoints (save, keep-last-N, exact resume).
+"""A training run's Orbax checkpoints (save, keep-last-N, exact resume) and the checks on its folder (the layout:
+caopd_jax/run_folder.py).
 
-    RUN/config.json              the training config (a resumed run must match it, see `check_resumable`)
-    RUN/model_config.json        the model config, and RUN/tokenizer/: so `models.load(RUN)` and
-                                 `load_tokenizer(RUN)` read the latest student like any checkpoint
     RUN/checkpoints/<step>/      params/ (the student), train_state/ (step, teacher, optimizer state),
                                  loop/ (JSON: the data iterator's position, the step, the state's fingerprints)
     RUN/damaged_checkpoints/     steps that did not restore, set aside (`restore_latest`)
-    RUN/metrics.jsonl, RUN/tensorboard/, RUN/data_report.json: the logs (train/logger.py, train/loop.py)
 
 Orbax's CheckpointManager writes each step into a temporary folder and renames it when complete,
 so a run killed mid-save keeps its previous checkpoints intact; saves are asynchronous when asked.
@@ -23,17 +20,14 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from caopd_jax import run_folder
+from caopd_jax.distill.step import TrainState
 from caopd_jax.errors import CaopdError
+from caopd_jax.files import write_json
 from caopd_jax.sharding.distributed import sync_processes, to_host
 from caopd_jax.train.config import default_config, flat_items
-from caopd_jax.train.logger import METRICS_FILE
-from caopd_jax.train.step import TrainState
-from caopd_jax.weights.atomic import write_json
-from caopd_jax.weights.orbax_checkpoint import TRAINING_CHECKPOINTS, write_model_config
+from caopd_jax.weights.orbax_checkpoint import write_model_config
 
-RUN_CONFIG = "config.json"
-DAMAGED = "damaged_checkpoints"   # checkpoint steps that did not restore are moved here, never deleted
-DATA_REPORT_FILE = "data_report.json"   # what screening did to the training data (train/loop.py)
 # Fields a resumed run may change: none changes the math of a step. How long, how often to save, how to log and
 # evaluate; where the run folder and the data root are (a run folder may be moved, copied or named by a relative
 # path); the mesh and its sharding rules (checkpoints restore onto any mesh); the prompt-width rungs (padding).
@@ -41,15 +35,10 @@ RESUMABLE_CHANGES = ("train.steps", "checkpoint.", "log.", "eval.", "train.outpu
                      "data.data_dir", "mesh", "sharding.", "train.prompt_buckets")
 
 
-# What a run folder holds (hidden names: temporary files of atomic writes); anything else was not written by a run.
-RUN_ENTRIES = (RUN_CONFIG, "model_config.json", "tokenizer", TRAINING_CHECKPOINTS, DAMAGED, METRICS_FILE,
-               "tensorboard", DATA_REPORT_FILE)
-
-
 def check_output_dir(path: str, allow_other_files: bool = False) -> None:
   """Raises CaopdError unless `path` can hold this run: a local folder that is new, empty, or holds only what a
-  run writes (RUN_ENTRIES, with a config.json of ours). allow_other_files lets a run write beside other files
-  (never over a config.json that is not a run's)."""
+  run writes (run_folder.ENTRIES, with a config.json of ours). allow_other_files lets a run write beside other
+  files (never over a config.json that is not a run's)."""
   if not path.strip():
     raise CaopdError("config.train.output_dir is empty (an unset variable?); set it to the run folder, e.g. "
                      "--config.train.output_dir=runs/caopd")
@@ -66,7 +55,7 @@ def check_output_dir(path: str, allow_other_files: bool = False) -> None:
                      "permissions); make it writable or choose another folder")
   if not os.path.isdir(path):
     return
-  config = os.path.join(path, RUN_CONFIG)
+  config = os.path.join(path, run_folder.CONFIG)
   if os.path.isfile(config):
     try:
       with open(config) as f:
@@ -76,7 +65,7 @@ def check_output_dir(path: str, allow_other_files: bool = False) -> None:
     if not ours:   # refused even with allow_other_files: the run would overwrite it
       raise CaopdError(f"config.train.output_dir={path} holds a config.json that is not a run's (a model folder?), "
                        "which a run would overwrite; choose a new or empty folder")
-  other = [name for name in sorted(os.listdir(path)) if name not in RUN_ENTRIES and not name.startswith(".")]
+  other = [name for name in sorted(os.listdir(path)) if name not in run_folder.ENTRIES and not name.startswith(".")]
   if other and not allow_other_files:
     raise CaopdError(f"config.train.output_dir={path} holds files a run did not write ({', '.join(other[:5])}"
                      f"{', ...' if len(other) > 5 else ''}); choose a new or empty folder, or set "
@@ -87,10 +76,10 @@ def check_resumable(run_dir: str, config: dict) -> None:
   """Raises CaopdError listing the fields in which `config` differs from the saved config of the run in `run_dir`
   (nothing to check where no checkpoint was written yet: that run starts again). A field that the saved config
   lacks (added to the trainer since the run began) counts as having its default value then."""
-  steps = os.path.join(run_dir, TRAINING_CHECKPOINTS)
+  steps = os.path.join(run_dir, run_folder.CHECKPOINTS)
   if not (os.path.isdir(steps) and any(name.isdigit() for name in os.listdir(steps))):
     return
-  with open(os.path.join(run_dir, RUN_CONFIG)) as f:
+  with open(os.path.join(run_dir, run_folder.CONFIG)) as f:
     saved = dict(flat_items(json.load(f)))
   as_saved = lambda tree: dict(flat_items(json.loads(json.dumps(tree))))  # noqa: E731  (tuples -> lists)
   now, defaults = as_saved(config), as_saved(default_config().to_dict())
@@ -130,16 +119,16 @@ class RunCheckpoints:
   def __init__(self, run_dir: str, *, keep: int, async_save: bool):
     self.run_dir = os.path.abspath(run_dir)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
-    self.manager = ocp.CheckpointManager(os.path.join(self.run_dir, TRAINING_CHECKPOINTS), options=options)
+    self.manager = ocp.CheckpointManager(os.path.join(self.run_dir, run_folder.CHECKPOINTS), options=options)
     self.complete = self.manager.latest_step()   # the newest step known to be written whole
     self.pending = None                          # the step of a save that may still be writing
     _quiet_asyncio()
 
   def write_run_files(self, config: dict, model_config, tokenizer) -> None:
     """config.json, model_config.json and tokenizer/ (once, at the start of a new run)."""
-    write_json(os.path.join(self.run_dir, RUN_CONFIG), config)
+    write_json(os.path.join(self.run_dir, run_folder.CONFIG), config)
     write_model_config(self.run_dir, model_config)
-    tokenizer.save(os.path.join(self.run_dir, "tokenizer"))
+    tokenizer.save(os.path.join(self.run_dir, run_folder.TOKENIZER))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -191,17 +180,17 @@ class RunCheckpoints:
         message(f"checkpoint {error} -- moved to {aside}; trying the one before")
     if steps:
       raise CaopdError(f"no checkpoint of {self.run_dir} restores (steps {steps}, now in "
-                       f"{os.path.join(self.run_dir, DAMAGED)}); remove the run folder to start again, or choose "
+                       f"{os.path.join(self.run_dir, run_folder.DAMAGED)}); remove the run folder to start again, or choose "
                        "another train.output_dir")
     return None
 
   def _set_aside(self, step: int) -> str:
     """Moves checkpoint `step` to RUN/damaged_checkpoints/<step>-<UTC time>/ (process 0; all processes wait)."""
-    aside = os.path.join(self.run_dir, DAMAGED, f"{step}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    aside = os.path.join(self.run_dir, run_folder.DAMAGED, f"{step}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     sync_processes(f"caopd-set-aside-{step}")
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(aside), exist_ok=True)
-      os.rename(os.path.join(self.run_dir, TRAINING_CHECKPOINTS, str(step)), aside)
+      os.rename(os.path.join(self.run_dir, run_folder.CHECKPOINTS, str(step)), aside)
     sync_processes(f"caopd-set-aside-{step}-done")
     self.manager.reload()
     return aside

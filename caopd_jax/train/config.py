@@ -19,14 +19,14 @@ import math
 
 import ml_collections
 
-from caopd_jax.calibration.prompt_fit import POLICIES
-from caopd_jax.data.prompts import PromptConfig
+from caopd_jax.distill.settings import (DIVERGENCES, NO_CORRECT_POLICIES, OVERLONG_POLICIES, REMAT, TEACHER_MODES,
+                                       sampler_cuts_support)
+from caopd_jax.distill.prompts import PromptConfig
 from caopd_jax.errors import CaopdError
+from caopd_jax.kernels.registry import NAMES as TOKEN_STATS
 from caopd_jax.sharding.mesh import AXES, parse_mesh
 from caopd_jax.sharding.rules import DEFAULT_RULES
 
-DIVERGENCES = ("sampled_token", "forward_kl", "reverse_kl", "jsd")
-TOKEN_STATS = ("xla_chunked", "naive", "pallas")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -54,7 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.difficulty = (1, 2)        # arithmetic only: levels to mix (caopd_jax/data/arithmetic.py)
   c.data.num_epochs = 0             # passes over the data; 0 = repeat until train.steps
 
-  c.prompts = ml_collections.ConfigDict(dataclasses.asdict(PromptConfig()))  # prompt wording (data/prompts.py)
+  c.prompts = ml_collections.ConfigDict(dataclasses.asdict(PromptConfig()))  # prompt wording (distill/prompts.py)
 
   c.rollout = ml_collections.ConfigDict()
   c.rollout.prompts_per_step = 4    # prompts sampled per rollout batch (x num_samples sequences)
@@ -70,7 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.distill.no_correct_policy = "demo"  # correct_solution with no correct rollout: demo | skip
   c.distill.max_prompt_tokens = 1024    # budget of student and demo teacher prompts (see overlong_prompts)
   # prompts over it: "truncate" cuts the start of the question (system message, instructions and privileged text
-  # stay whole; the reference left-truncates tokens) | "drop" leaves the example out (calibration/prompt_fit.py)
+  # stay whole; the reference left-truncates tokens) | "drop" leaves the example out (distill/prompt_fit.py)
   c.distill.overlong_prompts = "truncate"  # truncate | drop (see above)
   c.distill.max_completion_tokens = 1024  # sampling budget and rewrite budget
   c.distill.divergence = "sampled_token"  # sampled_token | forward_kl | reverse_kl | jsd (see losses/divergences.py)
@@ -79,7 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.distill.skip_first_tokens = 3   # completion tokens excluded from the divergence
   c.distill.calibration_weight = 0.0  # lambda: weight of the student's CE on the confidence-value tokens
   c.distill.temperature = 1.0       # softmax temperature of both models in the loss
-  c.distill.token_stats = "xla_chunked"  # xla_chunked | naive ([tokens, vocab] logits) | pallas (kernels/README.md)
+  # auto (pallas on GPUs, else xla_chunked) | xla_chunked | naive ([tokens, vocab] logits) | pallas
+  # (kernels/registry.py, kernels/README.md)
+  c.distill.token_stats = "auto"    # the loss head's token statistics (see above)
   c.distill.vocab_chunk = 4096      # vocabulary columns per chunk of xla_chunked (pallas uses its own tiles)
   c.distill.teacher_ema = 0.01      # teacher <- a * student + (1 - a) * teacher after every step
 
@@ -131,10 +133,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "model.teacher_dtype", config.model.teacher_dtype, DTYPES)
   _choice(config, "distill.divergence", config.distill.divergence, DIVERGENCES)
   _choice(config, "distill.token_stats", config.distill.token_stats, TOKEN_STATS)
-  _choice(config, "train.remat", config.train.remat, ("none", "layers", "dots"))
-  _choice(config, "distill.teacher_mode", config.distill.teacher_mode, ("demo", "correct_solution"))
-  _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, ("demo", "skip"))
-  _choice(config, "distill.overlong_prompts", config.distill.overlong_prompts, POLICIES)
+  _choice(config, "train.remat", config.train.remat, REMAT)
+  _choice(config, "distill.teacher_mode", config.distill.teacher_mode, TEACHER_MODES)
+  _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, NO_CORRECT_POLICIES)
+  _choice(config, "distill.overlong_prompts", config.distill.overlong_prompts, OVERLONG_POLICIES)
   parse_mesh(config.mesh)
   rules_from_config(config)
   try:
@@ -165,7 +167,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.distill.is_cap < 0:
     raise CaopdError(f"config.distill.is_cap must be >= 0 (0 = no truncation), got {config.distill.is_cap}")
   if (config.distill.divergence == "sampled_token" and config.distill.token_stats == "pallas"
-      and sampler_cuts_support(config)):
+      and sampler_cuts_support(config.rollout)):
     raise CaopdError("config.distill.token_stats=pallas has no term for the tokens the sampler cannot draw, which "
                      "distill.divergence=sampled_token needs with rollout.top_k > 0, top_p < 1 or temperature 0; use "
                      "distill.token_stats=xla_chunked, divergence=reverse_kl (exact), or sample without those filters")
@@ -208,12 +210,6 @@ def flat_items(tree: dict, prefix: str = ""):
       yield f"{prefix}{key}", value
 
 
-def sampler_cuts_support(config) -> bool:
-  """The rollouts' sampling distribution leaves out tokens the student could emit (top-k, top-p or greedy)."""
-  r = config.rollout
-  return r.top_k > 0 or r.top_p < 1 or r.temperature == 0
-
-
 def rules_from_config(config) -> tuple:
   """DEFAULT_RULES with the changes of config.sharding.rules ("name=axis+axis,name=,...")."""
   rules = dict(DEFAULT_RULES)
@@ -227,18 +223,20 @@ def rules_from_config(config) -> tuple:
   return tuple(rules.items())
 
 
-def paper_config(model_path: str, dataset: str, steps: int = -1) -> ml_collections.ConfigDict:
+def paper_config(model_name: str, dataset: str, steps: int = -1) -> ml_collections.ConfigDict:
   """The CaOPD reference's recipe (CAOPD.md section 9) for a 7-8B model on `dataset` (science or tooluse).
 
   bf16 student, K=8 rollouts of 4 prompts = 32 sequences per optimizer step, lr 2e-5, 1024-token
   prompts and completions, first 3 completion tokens skipped, teacher EMA 0.01; one epoch: `steps` -1 sizes the
   run (and its warmup + cosine schedule) from the usable training prompts, one optimizer step per 4 of them.
+  model.path is left empty (the weights are wherever the user keeps them); `model_name` names the run folder,
+  runs/<dataset>-<model_name>.
   """
   c = default_config()
-  c.model.path, c.model.dtype = model_path, "bfloat16"
+  c.model.dtype = "bfloat16"
   c.data.name, c.data.split, c.data.num_epochs = dataset, "train", 1
   c.distill.divergence = "forward_kl"  # the reference trainer's default alpha = 0
   c.train.steps, c.train.micro_batch_size = steps, 4
-  c.train.output_dir = f"runs/{dataset}-{model_path.rstrip('/').split('/')[-1]}"
+  c.train.output_dir = f"runs/{dataset}-{model_name}"
   c.checkpoint.every = 50
   return c

@@ -12,10 +12,10 @@ import json
 import math
 import os
 
+from caopd_jax import run_folder
 from caopd_jax.errors import CaopdError
-from caopd_jax.weights.atomic import atomic_file
+from caopd_jax.files import atomic_file
 
-METRICS_FILE = "metrics.jsonl"
 # (metric key, short label) shown on the progress bar; the policy counts only when they are not 0.
 HEADLINE = (("train/loss", "loss"), ("rollout/accuracy", "acc"), ("rollout/mean_confidence", "conf"),
             ("train/kl_estimate", "kl"))
@@ -26,31 +26,6 @@ COUNTS = (("rollout/failed_prompts", "failed"), ("rollout/truncated_prompts", "c
           ("rollout/rewrite_inexact", "inexact"))
 
 
-def _read(path: str) -> tuple[list[dict], str | None]:
-  """(records, the torn last line or None): a last line without its newline that is not JSON is torn."""
-  if not os.path.exists(path):
-    return [], None
-  with open(path, "rb") as f:
-    lines = f.read().split(b"\n")
-  records, torn = [], None
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except ValueError:
-      if number != len(lines):
-        raise CaopdError(f"{path}: line {number} is not a JSON record ({line[:80]!r}); a run writes whole lines, so "
-                         "the file was changed by hand: restore it or remove the damaged line") from None
-      torn = line.decode("utf-8", "replace")
-  return records, torn
-
-
-def read_metrics(run_dir: str) -> list[dict]:
-  """The metrics.jsonl records of a run folder, in step order ([] if none; a torn last line is left out)."""
-  return _read(os.path.join(run_dir, METRICS_FILE))[0]
-
-
 class RunLogger:
   """Writes each step's metrics; `start_step` > 0 resumes (see the module docstring). In a multi-process run
   only the primary process (process 0) writes files and shows the bar; the others log nothing."""
@@ -58,11 +33,11 @@ class RunLogger:
   def __init__(self, run_dir: str, total_steps: int, start_step: int = 0, *, tensorboard: bool = True,
                progress: bool = True, primary: bool = True):
     self.primary = primary
-    self.path = os.path.join(run_dir, METRICS_FILE)
+    self.path = os.path.join(run_dir, run_folder.METRICS)
     self.writer = self.bar = None
     if not primary:
       return
-    records, torn = _read(self.path)
+    records, torn = run_folder.read_metrics_file(self.path)
     kept = [r for r in records if r["step"] <= start_step]
     with atomic_file(self.path) as tmp, open(tmp, "w") as f:  # a kill here keeps the old file
       f.writelines(json.dumps(r) + "\n" for r in kept)
@@ -71,7 +46,7 @@ class RunLogger:
             "that did not finish", flush=True)
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self.writer = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=start_step + 1)
+      self.writer = SummaryWriter(os.path.join(run_dir, run_folder.TENSORBOARD), purge_step=start_step + 1)
     if progress:
       from tqdm.auto import tqdm
       self.bar = tqdm(total=total_steps, initial=start_step, desc="training", unit="step", dynamic_ncols=True)

@@ -1,7 +1,7 @@
 """The training loop: sample K rollouts -> verify, P_acc, rewrite -> jitted steps; checkpoints, logs, signals.
 
 One iteration takes `rollout.prompts_per_step` prompts, samples `rollout.num_samples` completions of
-each from the current student, builds the distillation batch (calibration/batch.py) and runs
+each from the current student, builds the distillation batch (distill/batch.py) and runs
 prompts_per_step x num_samples / train.batch_size optimizer steps on it, in order. Checkpoints are
 taken between iterations, so a run resumes at an iteration boundary: the rollouts of iteration i
 come from fold_in(seed, step), the data iterator's position is saved, and XLA on CPU is
@@ -18,57 +18,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from caopd_jax import models, rollout
-from caopd_jax.calibration.batch import DistillSettings
-from caopd_jax.calibration.prompt_fit import screen_examples
+from caopd_jax import rollout, run_folder, weights
 from caopd_jax.calibration.rewrite import confidence_line_ids
 from caopd_jax.data.pipeline import batch_iterator
-from caopd_jax.data.prompts import PromptConfig
 from caopd_jax.data.sources import load_examples
+from caopd_jax.distill import settings as distill_settings
+from caopd_jax.distill.global_batch import share_batch, share_prompts
+from caopd_jax.distill.loss import LossBatch
+from caopd_jax.distill.padding import bucket, loss_batch, width_rungs
+from caopd_jax.distill.prompt_fit import screen_examples
+from caopd_jax.distill.settings import DistillSettings
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.core import evaluate
-from caopd_jax.sharding.distributed import place, to_host
-from caopd_jax.sharding.mesh import make_mesh
-from caopd_jax.sharding.rules import Layout
+from caopd_jax.files import write_json
+from caopd_jax.sharding.distributed import to_host
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.train.checkpoint import DATA_REPORT_FILE, RunCheckpoints, check_output_dir, check_resumable
-from caopd_jax.train.config import rules_from_config, sampler_cuts_support, validate
-from caopd_jax.train.global_batch import share_batch, share_prompts
+from caopd_jax.train import setup
+from caopd_jax.train.checkpoint import RunCheckpoints, check_output_dir, check_resumable
+from caopd_jax.train.config import validate
 from caopd_jax.train.logger import COUNTS, RunLogger
-from caopd_jax.train.loss import LossBatch, LossSettings
-from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
 from caopd_jax.train.signals import StopSignals
-from caopd_jax.train.step import make_train_step, sharded_init_state
-from caopd_jax.weights.atomic import write_json
-
-WIDTH_MULTIPLE = 16  # width rungs are rounded up to multiples of this (but never past the budget)
-
-
-def distill_and_loss_settings(config) -> tuple[DistillSettings, LossSettings]:
-  d = config.distill
-  distill = DistillSettings(calibrate=d.calibrate, teacher_mode=d.teacher_mode, no_correct_policy=d.no_correct_policy,
-                            max_prompt_tokens=d.max_prompt_tokens, max_completion_tokens=d.max_completion_tokens,
-                            prompts=PromptConfig(**config.prompts.to_dict()), overlong_prompts=d.overlong_prompts)
-  loss = LossSettings(divergence=d.divergence, alpha=d.alpha, skip_first=d.skip_first_tokens,
-                      calibration_weight=d.calibration_weight, temperature=d.temperature,
-                      token_stats=d.token_stats, vocab_chunk=d.vocab_chunk, remat=config.train.remat,
-                      is_cap=d.is_cap, sampler_tail=sampler_cuts_support(config))
-  return distill, loss
-
-
-def width_rungs(budget: int, rungs: int) -> tuple[int, ...]:
-  """`rungs` evenly spaced prompt widths up to `budget` (rounded up to WIDTH_MULTIPLE, capped at the budget)."""
-  up = lambda n, m: -(-n // m) * m  # noqa: E731  (n rounded up to a multiple of m)
-  return tuple(sorted({min(budget, up(up(budget * i, rungs) // rungs, WIDTH_MULTIPLE)) for i in range(1, rungs + 1)}))
-
-
-def bucket(width: int, rungs: tuple[int, ...]) -> int:
-  """The smallest rung that holds `width` tokens."""
-  fitting = [r for r in rungs if r >= width]
-  if not fitting:
-    raise CaopdError(f"a prompt of {width} tokens is over its budget {rungs[-1]}; this is a bug in prompt fitting")
-  return fitting[0]
-
 
 def planned_steps(config, usable: int) -> int:
   """The run's optimizer steps: train.steps, or with -1 what data.num_epochs (at least 1) passes over the `usable`
@@ -93,28 +62,6 @@ def training_batches(examples, config):
   state is the same everywhere; `global_batch` joins the shares into the one-process batch."""
   return batch_iterator(examples, config.rollout.prompts_per_step, config.seed, config.data.num_epochs or None,
                         shard=grain.sharding.NoSharding(), share=(jax.process_index(), jax.process_count()))
-
-
-def _pad_rows(batch, rows: int, pad_id: int, student_rungs: tuple, teacher_rungs: tuple) -> LossBatch:
-  """NumPy LossBatch of exactly `rows` rows (empty rows have no loss tokens), prompts left-padded to their rungs."""
-  c = batch.completion.shape[1]
-
-  def side(tokens, mask, rungs):
-    width = bucket(tokens.shape[1] - c, rungs) + c
-    out_tokens = np.full((rows, width), pad_id, np.int32)
-    out_mask = np.zeros((rows, width), bool)
-    out_tokens[:len(tokens), width - tokens.shape[1]:] = tokens
-    out_mask[:len(tokens), width - tokens.shape[1]:] = mask
-    return out_tokens, out_mask
-
-  def grow(x):
-    return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)])
-
-  student_tokens, student_mask = side(batch.student_tokens, batch.student_mask, student_rungs)
-  teacher_tokens, teacher_mask = side(batch.teacher_tokens, batch.teacher_mask, teacher_rungs)
-  rest = {name: grow(getattr(batch, name)) for name in LossBatch._fields[4:]}
-  return LossBatch(student_tokens=student_tokens, student_mask=student_mask, teacher_tokens=teacher_tokens,
-                   teacher_mask=teacher_mask, **rest)
 
 
 def _rollout_metrics(batch, rollouts, seconds: float) -> dict:
@@ -163,7 +110,7 @@ def _training_data(config, tokenizer, distill: DistillSettings, primary: bool) -
   if primary:
     print(report.summary(config.distill.max_prompt_tokens), flush=True)
     os.makedirs(config.train.output_dir, exist_ok=True)
-    write_json(os.path.join(config.train.output_dir, DATA_REPORT_FILE), report.to_json())
+    write_json(os.path.join(config.train.output_dir, run_folder.DATA_REPORT), report.to_json())
   if report.usable < config.rollout.prompts_per_step:
     raise CaopdError(f"{config.data.name} (split {config.data.split}) has {report.usable} usable examples of "
                      f"{report.read} ({report.dropped} over distill.max_prompt_tokens="
@@ -189,8 +136,8 @@ def train(config) -> TrainResult:
   check_resumable(config.train.output_dir, config.to_dict())   # before anything is loaded or written
   dtype = jnp.dtype(config.model.dtype)
   step_arg = None if config.model.step < 0 else config.model.step
-  model_config, params = models.load(config.model.path, dtype, step_arg)
-  tokenizer = load_tokenizer(models.tokenizer_path(config.model.path, step_arg))
+  model_config, params = weights.load(config.model.path, dtype, step_arg)
+  tokenizer = load_tokenizer(weights.tokenizer_path(config.model.path, step_arg))
   primary = jax.process_index() == 0
   d = config.distill
   if d.max_prompt_tokens + d.max_completion_tokens > model_config.max_position_embeddings:
@@ -201,17 +148,14 @@ def train(config) -> TrainResult:
   if d.calibrate and line > d.max_completion_tokens:
     raise CaopdError(f"config.distill.max_completion_tokens={d.max_completion_tokens} cannot hold the "
                      f"rewritten confidence line ({line} tokens with EOS for this tokenizer); raise it")
-  distill, loss_settings = distill_and_loss_settings(config)
+  distill = distill_settings.from_config(config)[0]
   examples, total = _training_data(config, tokenizer, distill, primary)
   held_out = _held_out(config)
   student_rungs = width_rungs(d.max_prompt_tokens, config.train.prompt_buckets)
   teacher_rungs = width_rungs(distill.teacher_budget, config.train.prompt_buckets)
-  o = config.optim
-  schedule = learning_rate_schedule(o.lr, total, o.warmup_fraction)
-  optimizer = make_optimizer(o.lr, total, warmup_fraction=o.warmup_fraction, weight_decay=o.weight_decay,
-                             clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, eps=o.eps)
-  layout = Layout(make_mesh(config.mesh), rules_from_config(config))
-  state, shardings = sharded_init_state(layout, model_config, params, optimizer, jnp.dtype(config.model.teacher_dtype))
+  program = setup.build(config, model_config, total)
+  layout = program.layout
+  state = setup.initial_state(program, params)
   del params
   data = training_batches(examples, config)
   run_dir = config.train.output_dir
@@ -225,9 +169,6 @@ def train(config) -> TrainResult:
   else:
     state, loop_state = resumed
     data.set_state(loop_state["data"])
-  step_fn = make_train_step(model_config, loss_settings, optimizer, schedule, config.distill.teacher_ema,
-                            config.train.batch_size // config.train.micro_batch_size, layout, shardings)
-  rows_sharding = layout.sharding(("batch",), (config.train.batch_size,))
   step = int(to_host(state.step))
   logger = RunLogger(run_dir, total, step, tensorboard=config.log.tensorboard, progress=config.log.progress,
                      primary=primary)
@@ -261,7 +202,7 @@ def train(config) -> TrainResult:
           for failure in batch.failures:
             logger.message(f"step {step + 1}: a prompt is left out of this batch, its host-side work failed: {failure}")
           rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
-          arrays = _pad_rows(batch, rows, pad_id, student_rungs, teacher_rungs)
+          arrays = loss_batch(batch, rows, pad_id, student_rungs, teacher_rungs)
           widths = (arrays.student_tokens.shape[1] - d.max_completion_tokens,
                     arrays.teacher_tokens.shape[1] - d.max_completion_tokens)
           new_program = widths not in compiled
@@ -274,8 +215,8 @@ def train(config) -> TrainResult:
             if step >= total:
               break
             started = time.perf_counter()
-            part = place(LossBatch(*(a[start:start + config.train.batch_size] for a in arrays)), rows_sharding)
-            state, metrics = step_fn(state, part)
+            part = setup.place_batch(program, LossBatch(*(a[start:start + config.train.batch_size] for a in arrays)))
+            state, metrics = program.step_fn(state, part)
             metrics = jax.tree.map(to_host, metrics)
             seconds = time.perf_counter() - started
             if new_program:

@@ -1,10 +1,9 @@
-"""The optimizer (AdamW, linear warmup then cosine decay, global-norm clipping) and the EMA teacher update.
+"""The optimizer: AdamW, linear warmup then cosine decay, global-norm clipping.
 
 Defaults are the CaOPD reference's (CAOPD.md section 9): lr 2e-5, warmup 10% of the steps, cosine
-decay to 0, grad-norm clip 1.0, teacher EMA rate 0.01 every step.
+decay to 0, grad-norm clip 1.0.
 """
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -25,15 +24,3 @@ def make_optimizer(peak_lr: float, total_steps: int, *, warmup_fraction: float =
   return optax.chain(optax.clip_by_global_norm(clip_norm),
                      optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                                  mu_dtype=jnp.float32))
-
-
-def ema_update(teacher, student, rate: float):
-  """teacher <- rate * student + (1 - rate) * teacher, leaf by leaf, computed in float32, stored in teacher's dtype.
-
-  With bfloat16 teacher weights, moves smaller than half a bf16 ulp of a weight are rounded away
-  (rate 0.01 moves a weight by 1% of its gap to the student's), so keep the teacher in float32
-  when the student and teacher stay close.
-  """
-  def mix(t, s):
-    return (rate * s.astype(jnp.float32) + (1 - rate) * t.astype(jnp.float32)).astype(t.dtype)
-  return jax.tree.map(mix, teacher, student)

@@ -16,11 +16,11 @@ import numpy as np
 from gguf import GGMLQuantizationType as Q
 
 from caopd_jax.errors import CaopdError, UnsupportedModelError
+from caopd_jax.files import atomic_file
 from caopd_jax.models.config import ModelConfig
 from caopd_jax.tokenizers.base import HFTokenizer
 from caopd_jax.tokenizers.gguf_vocab import PIPELINES
 from caopd_jax.weights import gguf_checkpoint, hf_layout
-from caopd_jax.weights.atomic import atomic_file
 
 WEIGHT_TYPES = {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0}
 _FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,

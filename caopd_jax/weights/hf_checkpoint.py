@@ -13,10 +13,11 @@ import jax
 import numpy as np
 
 from caopd_jax.errors import CheckpointFormatError, InputNotFoundError
-from caopd_jax.models import hf_config, transformer
+from caopd_jax.files import atomic_directory
+from caopd_jax.models import transformer
 from caopd_jax.models.config import ModelConfig
+from caopd_jax.weights import hf_config
 from caopd_jax.weights import hf_layout
-from caopd_jax.weights.atomic import atomic_directory
 from caopd_jax.weights.safetensors_file import SafetensorsFile, write
 
 SHARD_BYTES = 4 * 1024 ** 3

@@ -23,19 +23,19 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from caopd_jax import run_folder
 from caopd_jax.errors import CheckpointFormatError, InputNotFoundError
+from caopd_jax.files import atomic_directory, write_json
 from caopd_jax.models import transformer
 from caopd_jax.models.config import ModelConfig, config_from_dict, config_to_dict
-from caopd_jax.weights.atomic import atomic_directory, write_json
 
 FORMAT = "caopd-jax-params"
-CONFIG_FILE = "model_config.json"
-TRAINING_CHECKPOINTS = "checkpoints"
+CONFIG_FILE = run_folder.MODEL_CONFIG
 
 
 def _step_dirs(path: str) -> dict[int, tuple[str, str]]:
   """Complete steps of a run folder: step -> (folder with model_config.json, folder with params/)."""
-  training = os.path.join(path, TRAINING_CHECKPOINTS)
+  training = os.path.join(path, run_folder.CHECKPOINTS)
   if os.path.exists(os.path.join(path, CONFIG_FILE)) and os.path.isdir(training):
     return {int(name): (path, os.path.join(training, name)) for name in os.listdir(training)
             if name.isdigit() and os.path.isdir(os.path.join(training, name, "params"))}
@@ -53,9 +53,9 @@ def resolve(path: str, step: int | None = None) -> tuple[str, str]:
   """(folder with model_config.json and tokenizer/, folder with params/) for `path`: a checkpoint
   folder, or a run folder's latest step or `step`."""
   steps = _step_dirs(path)
-  if not steps and os.path.isdir(os.path.join(path, TRAINING_CHECKPOINTS)):
+  if not steps and os.path.isdir(os.path.join(path, run_folder.CHECKPOINTS)):
     raise InputNotFoundError(f"{path}: a training run with no complete checkpoint yet ("
-                             f"{os.path.join(path, TRAINING_CHECKPOINTS)} has no step folder with params/)")
+                             f"{os.path.join(path, run_folder.CHECKPOINTS)} has no step folder with params/)")
   if step is None and not steps and os.path.exists(os.path.join(path, CONFIG_FILE)):
     return path, path
   if not steps:
@@ -92,7 +92,7 @@ def save_orbax(path: str, config: ModelConfig, params: dict, tokenizer=None, ove
     checkpointer.save(os.path.join(tmp, "params"), params)
     checkpointer.wait_until_finished()
     if tokenizer is not None:
-      tokenizer.save(os.path.join(tmp, "tokenizer"))
+      tokenizer.save(os.path.join(tmp, run_folder.TOKENIZER))
 
 
 def load_orbax(path: str, dtype=np.float32, step: int | None = None) -> tuple[ModelConfig, dict]:

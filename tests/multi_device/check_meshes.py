@@ -7,19 +7,21 @@ One training step, the loss gradient, greedy rollouts and a checkpoint round tri
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from caopd_jax import models, rollout
+from caopd_jax.distill.loss import LossBatch, micro_batch_loss, normalizers
+from caopd_jax.distill.settings import LossSettings
+from caopd_jax.distill.step import init_state, make_train_step, place_initial_state, state_shardings
 from caopd_jax.models.config import ModelConfig
 from caopd_jax.sharding.distributed import place
 from caopd_jax.sharding.layout import activate
 from caopd_jax.sharding.mesh import make_mesh
 from caopd_jax.sharding.rules import Layout
 from caopd_jax.train.checkpoint import RunCheckpoints
-from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
-from caopd_jax.train.step import make_train_step, sharded_init_state
 
 MESHES = ["data:8", "data:2,fsdp:4", "fsdp:4,tensor:2", "data:2,fsdp:2,tensor:2"]
 CONFIG = ModelConfig(family="qwen3", vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
@@ -54,13 +56,19 @@ SETTINGS = LossSettings(divergence="sampled_token", sampler_tail=True, is_cap=0.
                         skip_first=1, token_stats="xla_chunked", vocab_chunk=64)
 
 
+def _initial_state(layout, params, optimizer):
+  """(step-0 state placed on the layout's mesh, its shardings)."""
+  shardings = state_shardings(layout, CONFIG, jax.eval_shape(lambda p: init_state(p, optimizer), params))
+  return place_initial_state(params, optimizer, jnp.float32, shardings), shardings
+
+
 @functools.cache
 def _run(mesh_text: str, settings=SETTINGS):
   """(loss, grads, metrics, updated state) of one step on `mesh_text`."""
   layout = Layout(make_mesh(mesh_text))
   params = models.init(CONFIG, jax.random.key(1))
   optimizer = make_optimizer(LR, 10, warmup_fraction=0.0)
-  state, shardings = sharded_init_state(layout, CONFIG, params, optimizer)
+  state, shardings = _initial_state(layout, params, optimizer)
   batch = place(_batch(), layout.sharding(("batch",), (ROWS,)))
 
   def loss_and_grad(student, teacher, batch):
@@ -139,7 +147,7 @@ def test_greedy_rollouts_equal_one_device(mesh_text):
   kwargs = dict(num_samples=2, max_new_tokens=6, temperature=0.0)
   one = rollout.sample(CONFIG, params, prompts, jax.random.key(0), **kwargs)
   layout = Layout(make_mesh(mesh_text))
-  sharded_params = jax.device_put(params, layout.params(CONFIG, params))
+  sharded_params = jax.device_put(params, layout.params(models.logical_axes(CONFIG), params))
   many = rollout.sample(CONFIG, sharded_params, prompts, jax.random.key(0), layout=layout, **kwargs)
   np.testing.assert_array_equal(many.tokens, one.tokens)
   np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5)
@@ -154,12 +162,12 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
   for target in ("fsdp:4,tensor:2", "1"):
     layout = Layout(make_mesh(target))
     optimizer = make_optimizer(1e-2, 10, warmup_fraction=0.0)
-    like, _ = sharded_init_state(layout, CONFIG, models.init(CONFIG, jax.random.key(9)), optimizer)
+    like, _ = _initial_state(layout, models.init(CONFIG, jax.random.key(9)), optimizer)
     restored, loop = saver.restore(1, like)
     assert loop["step"] == 1 and int(restored.step) == 1   # and its bit fingerprints matched on this mesh
     assert set(loop["fingerprints"]) == {"params", "train_state"}
     _close(restored.student, state.student, 0)
     _close(restored.opt_state, state.opt_state, 0)
     gate = restored.student["layers"]["mlp"]["gate_proj"]
-    assert gate.sharding == layout.params(CONFIG, restored.student)["layers"]["mlp"]["gate_proj"]
+    assert gate.sharding == layout.params(models.logical_axes(CONFIG), restored.student)["layers"]["mlp"]["gate_proj"]
   saver.close()

@@ -1,4 +1,4 @@
-"""Joins the shares of a batch that each process reads (train/global_batch.py) and prints, as JSON, the fields
+"""Joins the shares of a batch that each process reads (distill/global_batch.py) and prints, as JSON, the fields
 that differ from build_batch on the whole batch in one process (run by tests/test_train_loop.py in two
 processes joined by jax.distributed). Cases: demo and correct-solution teachers, some prompts over
 max_prompt_tokens (dropped or truncated), and every prompt of process 1 over it (process 1 then contributes
@@ -12,13 +12,14 @@ import json
 import jax
 import numpy as np
 
-from caopd_jax.calibration import batch as batch_module
-from caopd_jax.calibration.batch import DistillSettings, build_batch, prepare_prompts
 from caopd_jax.data.arithmetic import arithmetic_task
+from caopd_jax.distill import batch as batch_module
+from caopd_jax.distill.batch import build_batch, prepare_prompts
+from caopd_jax.distill.global_batch import share_batch, share_prompts
+from caopd_jax.distill.settings import DistillSettings
 from caopd_jax.rollout import Rollouts
 from caopd_jax.sharding.distributed import initialize
 from caopd_jax.tokenizers.characters import character_tokenizer
-from caopd_jax.train.global_batch import share_batch, share_prompts
 
 K, C, WIDTH = 4, 48, 40
 

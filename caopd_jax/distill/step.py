@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from caopd_jax import models
+from caopd_jax.distill.loss import LossBatch, micro_batch_loss, normalizers
+from caopd_jax.distill.settings import LossSettings
 from caopd_jax.models.config import ModelConfig
 from caopd_jax.sharding.distributed import place
 from caopd_jax.sharding.layout import activate, constrain
 from caopd_jax.sharding.rules import Layout
-from caopd_jax.train.loss import LossBatch, LossSettings, micro_batch_loss, normalizers
-from caopd_jax.train.optim import ema_update
 
 METRIC_SUMS = ("divergence", "calibration_ce", "entropy", "kl_estimate", "is_weight", "sampled_tokens", "loss_tokens")
 
@@ -39,6 +40,18 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
+def ema_update(teacher, student, rate: float):
+  """teacher <- rate * student + (1 - rate) * teacher, leaf by leaf, computed in float32, stored in teacher's dtype.
+
+  With bfloat16 teacher weights, moves smaller than half a bf16 ulp of a weight are rounded away
+  (rate 0.01 moves a weight by 1% of its gap to the student's), so keep the teacher in float32
+  when the student and teacher stay close.
+  """
+  def mix(t, s):
+    return (rate * s.astype(jnp.float32) + (1 - rate) * t.astype(jnp.float32)).astype(t.dtype)
+  return jax.tree.map(mix, teacher, student)
+
+
 def init_state(student, optimizer: optax.GradientTransformation, teacher_dtype=jnp.float32) -> TrainState:
   """Step 0: the teacher starts as a copy of the student (in `teacher_dtype`)."""
   teacher = jax.tree.map(lambda p: jnp.array(p, dtype=teacher_dtype), student)
@@ -48,18 +61,16 @@ def init_state(student, optimizer: optax.GradientTransformation, teacher_dtype=j
 def state_shardings(layout: Layout, config: ModelConfig, state_like: TrainState) -> TrainState:
   """Shardings of a TrainState by the layout's rules: student and teacher params by their logical axes, optimizer
   moments like the params they follow, counters replicated."""
-  params = layout.params(config, state_like.student)
-  return TrainState(layout.replicated(), params, layout.params(config, state_like.teacher),
+  params = layout.params(models.logical_axes(config), state_like.student)
+  return TrainState(layout.replicated(), params, layout.params(models.logical_axes(config), state_like.teacher),
                     layout.following(state_like.opt_state, state_like.student, params))
 
 
-def sharded_init_state(layout: Layout, config: ModelConfig, params, optimizer: optax.GradientTransformation,
-                       teacher_dtype=jnp.float32) -> tuple[TrainState, TrainState]:
-  """(step-0 state placed on the layout's mesh, its shardings)."""
-  init = lambda p: init_state(p, optimizer, teacher_dtype)  # noqa: E731
-  shardings = state_shardings(layout, config, jax.eval_shape(init, params))
-  params = place(params, shardings.student)
-  return jax.jit(init, out_shardings=shardings)(params), shardings
+def place_initial_state(params, optimizer: optax.GradientTransformation, teacher_dtype, shardings: TrainState
+                        ) -> TrainState:
+  """Step 0 of `init_state` from the student's `params`, placed with the state's `shardings` (`state_shardings`)."""
+  init = jax.jit(lambda p: init_state(p, optimizer, teacher_dtype), out_shardings=shardings)
+  return init(place(params, shardings.student))
 
 
 def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: optax.GradientTransformation,
@@ -67,7 +78,7 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
                     shardings: TrainState | None = None):
   """The jitted `(state, batch) -> (state, metrics)`; the state argument is donated.
 
-  With `layout` and the state's `shardings` (`sharded_init_state`), the step is compiled for the layout's
+  With `layout` and the state's `shardings` (`state_shardings`), the step is compiled for the layout's
   mesh: state in and out as sharded, the batch as placed by the caller (`sharding.distributed.place`),
   and activations constrained by the rules while tracing.
 

@@ -4,7 +4,7 @@ Both models run the same graphdef on their own sequences: the student on its pro
 the teacher (its own params, under stop_gradient) on the privileged teacher prompt + the same
 completion. Completion token t of a row is predicted at column P - 1 + t of that side (P = its
 prompt width), so both sides are sliced to the C completion positions before the LM head. Per
-completion token, `token_stats` (streamed over the vocabulary unless `naive`) gives log-probs,
+completion token, the configured token statistics (kernels/registry.py) give log-probs,
 entropy and KLs; then
 
   divergence   sampled_token: the sampled-token estimator of grad KL(p_s || p_t) (the default): REINFORCE
@@ -23,32 +23,16 @@ sequence's mean by the number of present sequences of the FULL batch (`normalize
 micro-batch losses and gradients simply add up.
 """
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from caopd_jax.kernels.fused_token_stats import token_stats_pallas
+from caopd_jax.distill.settings import LossSettings
+from caopd_jax.kernels import registry
 from caopd_jax.losses import divergences
-from caopd_jax.losses.token_stats import IMPLEMENTATIONS
 from caopd_jax.models import transformer
 from caopd_jax.models.config import ModelConfig
-from caopd_jax.sharding.layout import map_rows
-
-
-class LossSettings(NamedTuple):
-  """Static loss options (part of the compiled program); see configs' `distill` group."""
-  divergence: str = "sampled_token"
-  alpha: float = 0.5
-  skip_first: int = 3
-  calibration_weight: float = 0.0
-  temperature: float = 1.0
-  token_stats: str = "xla_chunked"
-  vocab_chunk: int = 4096
-  remat: str = "none"
-  is_cap: float = 2.0           # sampled_token: importance-weight truncation (TIS); 0 = none
-  sampler_tail: bool = False    # sampled_token: the rollouts' sampler cut the support (top-k, top-p or greedy)
 
 
 class LossBatch(NamedTuple):
@@ -68,6 +52,13 @@ class LossBatch(NamedTuple):
   sampled: jax.Array
   sample_logprob: jax.Array
   sample_threshold: jax.Array
+
+
+# The dtype of each LossBatch field as the step receives it (the trainer, the compile check and the benchmarks).
+BATCH_DTYPES = LossBatch(student_tokens=jnp.int32, student_mask=jnp.bool_, teacher_tokens=jnp.int32,
+                         teacher_mask=jnp.bool_, completion=jnp.int32, loss_mask=jnp.float32,
+                         confidence_mask=jnp.float32, sampled=jnp.bool_, sample_logprob=jnp.float32,
+                         sample_threshold=jnp.float32)
 
 
 def normalizers(batch: LossBatch, settings: LossSettings) -> jax.Array:
@@ -91,13 +82,6 @@ def _jsd(h_s, w_s, h_t, w_t, settings: LossSettings):
   return divergences.generalized_jsd(logp(h_s, w_s), logp(h_t, w_t), settings.alpha)
 
 
-def _token_stats(settings: LossSettings):
-  """The configured token-stats function; the Pallas kernels use their per-platform tiles (kernels/README.md)."""
-  if settings.token_stats == "pallas":
-    return map_rows(token_stats_pallas)   # per shard of rows under a sharded layout (XLA cannot split a kernel)
-  return functools.partial(IMPLEMENTATIONS[settings.token_stats], chunk_size=settings.vocab_chunk)
-
-
 def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config: ModelConfig,
                      settings: LossSettings) -> tuple[jax.Array, dict]:
   """(this micro-batch's share of the full-batch loss, sums for metrics); differentiable in `student`.
@@ -114,8 +98,10 @@ def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config
   d = h_s.shape[-1]
   sampled_token = settings.divergence == "sampled_token"
   tail = {"threshold": batch.sample_threshold.reshape(-1)} if sampled_token and settings.sampler_tail else {}
-  stats = _token_stats(settings)(h_s.reshape(-1, d), w_s, batch.completion.reshape(-1), h_t.reshape(-1, d), w_t,
-                                 temperature=settings.temperature, with_kl=settings.divergence != "jsd", **tail)
+  stats_fn = registry.token_stats_function(settings.token_stats, vocab_chunk=settings.vocab_chunk,
+                                           needs_threshold=bool(tail))
+  stats = stats_fn(h_s.reshape(-1, d), w_s, batch.completion.reshape(-1), h_t.reshape(-1, d), w_t,
+                   temperature=settings.temperature, with_kl=settings.divergence != "jsd", **tail)
   stats = jax.tree.map(lambda x: x.reshape(batch.completion.shape), stats)
   weights = jnp.ones_like(stats.logprob)
   if sampled_token:

@@ -1,8 +1,8 @@
-"""Benchmark of the token-stats backends (pallas / xla_chunked / naive) on one accelerator.
+"""The kernels' workbench: the token-stats backends (pallas / xla_chunked / naive) on one accelerator.
 
-    python bench/token_stats.py check            # bf16 kernels vs a float32 reference (error table)
-    python bench/token_stats.py sweep            # pallas tile choices at N 8192, D 1024, V 151936
-    python bench/token_stats.py time [--rows 8192 32768] [--dims 1024 2048 4096]
+    python kernels/token_stats_bench.py check            # bf16 kernels vs a float32 reference (error table)
+    python kernels/token_stats_bench.py sweep            # pallas tile choices at N 8192, D 1024, V 151936
+    python kernels/token_stats_bench.py time [--rows 8192 32768] [--dims 1024 2048 4096]
 
 Every case is the full-vocabulary mode of the loss: student and teacher, both KLs, entropy,
 log p(y), bf16 inputs. "matmul" is the unavoidable work done by plain bf16 matmuls alone: the two

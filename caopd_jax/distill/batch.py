@@ -23,45 +23,18 @@ Policies (counted in `DistillBatch.counts`, never a crash):
                       "skip" zeroes that prompt's loss mask
 """
 
-import dataclasses
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from caopd_jax.calibration.prompt_fit import POLICIES, cut_question, fit_example
 from caopd_jax.calibration.rewrite import rewrite_batch
 from caopd_jax.calibration.verifiers import get_verifier
 from caopd_jax.data.example import Example
-from caopd_jax.data.prompts import PromptConfig, render, student_messages, teacher_messages
+from caopd_jax.distill.padding import left_pad_rows
+from caopd_jax.distill.prompt_fit import cut_question, fit_example
+from caopd_jax.distill.prompts import render, student_messages, teacher_messages
+from caopd_jax.distill.settings import DistillSettings
 from caopd_jax.tokenizers.base import Tokenizer
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillSettings:
-  """calibrate: CaOPD's rewrite on (False = the plain SDFT/OPD baseline). teacher_mode: "demo" or
-  "correct_solution"; no_correct_policy: "demo" or "skip" (correct_solution mode only); overlong_prompts:
-  "truncate" or "drop" (prompt_fit.py)."""
-  calibrate: bool = True
-  teacher_mode: str = "demo"
-  no_correct_policy: str = "demo"
-  max_prompt_tokens: int = 1024
-  max_completion_tokens: int = 1024
-  prompts: PromptConfig = PromptConfig()
-  overlong_prompts: str = "truncate"
-
-  @property
-  def teacher_budget(self) -> int:
-    """Longest teacher prompt: max_prompt_tokens, plus max_completion_tokens for a correct_solution teacher
-    (its privileged text is a rollout)."""
-    return self.max_prompt_tokens + (self.max_completion_tokens if self.teacher_mode == "correct_solution" else 0)
-
-  def __post_init__(self):
-    if self.teacher_mode not in ("demo", "correct_solution"):
-      raise ValueError(f"teacher_mode must be 'demo' or 'correct_solution', got {self.teacher_mode!r}")
-    if self.no_correct_policy not in ("demo", "skip"):
-      raise ValueError(f"no_correct_policy must be 'demo' or 'skip', got {self.no_correct_policy!r}")
-    if self.overlong_prompts not in POLICIES:
-      raise ValueError(f"overlong_prompts must be one of {POLICIES}, got {self.overlong_prompts!r}")
 
 
 class Prompts(NamedTuple):
@@ -129,15 +102,6 @@ def _teacher_ids(example: Example, mode: str, solution: str | None, target: str 
   return (None, False) if cut is None else (encode(cut), True)
 
 
-def _left_pad(rows: list[list[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  tokens = np.full((len(rows), width), pad_id, np.int32)
-  mask = np.zeros((len(rows), width), bool)
-  for i, row in enumerate(rows):
-    tokens[i, width - len(row):] = row
-    mask[i, width - len(row):] = True
-  return tokens, mask
-
-
 def _teacher_prompt(p: int, example: Example, correct: np.ndarray, texts: list, rewritten, tokenizer: Tokenizer,
                     settings: DistillSettings, counts: dict, keep: np.ndarray) -> list[int]:
   """Prompt p's teacher prompt ids under the teacher mode and its policies (module docstring); updates `counts`
@@ -181,8 +145,7 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
   texts, correct = [[""] * k for _ in range(num_prompts)], np.zeros((num_prompts, k), bool)
   for p, example in enumerate(examples):
     try:
-      texts[p] = [tokenizer.decode(rollouts.tokens[p, j, :rollouts.lengths[p, j]].tolist(), skip_special_tokens=True)
-                  for j in range(k)]
+      texts[p] = [rollouts.text(tokenizer, p, j) for j in range(k)]
       correct[p] = [get_verifier(example.verifier)(text, example.answer) for text in texts[p]]
     except Exception as error:  # noqa: BLE001  (one prompt's failure must not stop the run)
       failures[p] = _failure("verifying its rollouts", error)
@@ -209,8 +172,8 @@ def build_batch(prompts: Prompts, rollouts, tokenizer: Tokenizer, settings: Dist
 
   pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
   repeat = lambda rows: [row for row in rows for _ in range(k)]  # noqa: E731
-  student_prompt, student_prompt_mask = _left_pad(repeat(prompts.ids), max(map(len, prompts.ids)), pad)
-  teacher_prompt, teacher_prompt_mask = _left_pad(repeat(teacher_ids), max(map(len, teacher_ids)), pad)
+  student_prompt, student_prompt_mask = left_pad_rows(repeat(prompts.ids), pad)
+  teacher_prompt, teacher_prompt_mask = left_pad_rows(repeat(teacher_ids), pad)
   completion_mask = rewritten.loss_mask.astype(bool)
   kept_rows = np.repeat(keep, k)[:, None]
   loss_mask = (completion_mask & kept_rows).astype(np.float32)

@@ -20,7 +20,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from caopd_jax.calibration.batch import DistillBatch, Prompts, build_batch, prepare_prompts
+from caopd_jax.distill.batch import DistillBatch, Prompts, build_batch, prepare_prompts
+from caopd_jax.distill.padding import left_pad
 from caopd_jax.errors import CaopdError
 from caopd_jax.sharding.distributed import allgather_objects
 
@@ -70,12 +71,6 @@ def share_prompts(examples: list, tokenizer, settings) -> tuple[Prompts, SharedP
   return parts[jax.process_index()][0], shared
 
 
-def _left_pad(x: np.ndarray, width: int, value) -> np.ndarray:
-  out = np.full((x.shape[0], width), value, x.dtype)
-  out[:, width - x.shape[1]:] = x
-  return out
-
-
 def share_batch(prompts: Prompts, shared: SharedPrompts, rollouts, tokenizer, settings, pad_id: int) -> DistillBatch:
   """build_batch on this process's `prompts` and their rows of the global `rollouts`, joined with every other
   process's into the one-process DistillBatch of `shared`: student and teacher sides left-padded (`pad_id`,
@@ -101,7 +96,7 @@ def share_batch(prompts: Prompts, shared: SharedPrompts, rollouts, tokenizer, se
   for name in _LEFT_PADDED:
     width = max(getattr(b, name).shape[1] for b in batches)
     value = pad_id if name.endswith("tokens") else False
-    fields[name] = joined(lambda b: _left_pad(getattr(b, name), width, value), rows)  # noqa: B023
+    fields[name] = joined(lambda b: left_pad(getattr(b, name), width, value), rows)  # noqa: B023
   fields.update({name: joined(lambda b: getattr(b, name), rows) for name in _ROWS})  # noqa: B023
   stats = {name: joined(lambda b: np.asarray(b.stats[name]), to_stream) for name in batches[0].stats}  # noqa: B023
   stats["target"] = stats["target"].tolist()   # build_batch's type: a list of P strings

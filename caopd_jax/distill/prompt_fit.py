@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from caopd_jax.data.example import Example
-from caopd_jax.data.prompts import render, student_messages, teacher_messages
+from caopd_jax.distill.prompts import render, student_messages, teacher_messages
 from caopd_jax.tokenizers.base import Tokenizer
 
 POLICIES = ("truncate", "drop")

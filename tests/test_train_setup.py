@@ -1,0 +1,63 @@
+"""One builder for the training program (train/setup.py): the trainer, the AOT compile check and the step benchmark
+get the same program. Checked against what the trainer really feeds its step in a run."""
+
+import jax
+import numpy as np
+
+from caopd_jax import weights
+from caopd_jax.config_files import load_file
+from caopd_jax.distill.settings import from_config
+from caopd_jax.train import aot, loop, setup
+
+
+def _spec(x):
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+
+
+def test_the_compile_check_lowers_the_program_a_run_executes(tiny_run, tmp_path, monkeypatch):
+  """The first step of a real run (one width rung, so the run's batch has the widest prompts): its state and batch
+  have the avals and shardings of setup.abstract_state / batch_spec, and the AOT check's lowering of the program is
+  the run's, text for text. Before: aot.py built its own optimizer (no b1/b2/eps) and fed integer masks."""
+  config_file, _, _ = tiny_run
+  config = load_file(config_file)
+  config.train.output_dir, config.train.steps, config.train.prompt_buckets = str(tmp_path / "run"), 1, 1
+  config.eval.every, config.optim.b1, config.optim.eps = 0, 0.8, 1e-6   # a run's own optimizer settings
+  seen = {}
+  real_build = setup.build
+
+  def build(*args, **kwargs):
+    program = real_build(*args, **kwargs)
+    seen["program"] = program
+
+    def step_fn(state, batch):
+      seen.setdefault("args", jax.tree.map(_spec, (state, batch)))
+      return program.step_fn(state, batch)
+    return program._replace(step_fn=step_fn)
+
+  monkeypatch.setattr(loop.setup, "build", build)
+  assert loop.train(config).step == 1
+  program, (state, batch) = seen["program"], seen["args"]
+  teacher_width = from_config(config)[0].teacher_budget
+  expected_batch = setup.batch_spec(program, config.distill.max_prompt_tokens, teacher_width)
+  assert jax.tree.map(_spec, expected_batch) == batch
+  assert setup.abstract_state(program) == state
+  model_config, _ = weights.load(config.model.path)
+  monkeypatch.undo()
+  checked = setup.build(config, model_config, 1, jax.devices())
+  assert checked.step_fn.lower(setup.abstract_state(checked), expected_batch).as_text() == (
+      program.step_fn.lower(state, batch).as_text())
+  report = aot.compile_report(config, model_config, jax.devices())
+  assert report["params"] == model_config.num_params() and report["total_gib"] > 0
+
+
+def test_the_benchmark_feeds_the_trainers_batch_dtypes():
+  import os
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+  from train_step import random_batch  # noqa: E402
+  spec = setup.LossBatch(*(jax.ShapeDtypeStruct((2, w), d) for w, d in zip(
+      (12, 12, 16, 16, 4, 4, 4, 4, 4, 4), setup.BATCH_DTYPES)))
+  batch = random_batch(spec, vocab=50)
+  assert [x.dtype for x in batch] == [np.dtype(d) for d in setup.BATCH_DTYPES]
+  np.testing.assert_array_equal(batch.student_tokens[:, -4:], batch.completion)
+  np.testing.assert_array_equal(batch.teacher_tokens[:, -4:], batch.completion)

@@ -63,3 +63,9 @@ def write_json(path: str, value, indent: int = 2) -> None:
   with atomic_file(path) as tmp, open(tmp, "w") as f:
     json.dump(value, f, indent=indent)
     f.write("\n")
+
+
+def write_lines(path: str, lines: list[str]) -> None:
+  """Writes `lines` (one per line, with a trailing newline) to `path` atomically."""
+  with atomic_file(path) as tmp, open(tmp, "w") as f:
+    f.write("\n".join(lines) + "\n")

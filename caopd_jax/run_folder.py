@@ -8,6 +8,7 @@ weight loading read it).
     RUN/metrics.jsonl          one JSON record per optimizer step (train/logger.py; `read_metrics`)
     RUN/tensorboard/           tensorboardX event files
     RUN/data_report.json       what the overlong-prompt policy did to the training data
+    RUN/memory_plan.json       train.remat / micro_batch_size as chosen when auto (train/memory_plan.py)
 """
 
 import json
@@ -23,7 +24,8 @@ DAMAGED = "damaged_checkpoints"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 DATA_REPORT = "data_report.json"
-ENTRIES = (CONFIG, MODEL_CONFIG, TOKENIZER, CHECKPOINTS, DAMAGED, METRICS, TENSORBOARD, DATA_REPORT)
+MEMORY_PLAN = "memory_plan.json"
+ENTRIES = (CONFIG, MODEL_CONFIG, TOKENIZER, CHECKPOINTS, DAMAGED, METRICS, TENSORBOARD, DATA_REPORT, MEMORY_PLAN)
 
 
 def read_metrics_file(path: str) -> tuple[list[dict], str | None]:

@@ -13,6 +13,7 @@ from caopd_jax.train.config import default_config
 
 def get_config():
   c = default_config()
+  c.target = "cpu"                  # the demo's hardware (python -m caopd_jax.train.aot checks the config fits it)
   with c.unlocked():
     c.demo = ml_collections.ConfigDict()
     c.demo.fast = False             # tiny budget for every stage (CI); results then mean nothing

@@ -8,7 +8,9 @@ runs/DATASET-MODEL), DATASET science or tooluse (default qwen3-8b,science). mode
 GGUF / caopd-jax checkpoint) of that model. The training split is read from the data root (data.data_dir, else
 $CAOPD_DATA_DIR, else ./data): DATASET_train/ or the reference's DATASET_data/train_data/, a save_to_disk folder as
 it ships. One epoch (train.steps=-1). Set --config.distill.teacher_mode=correct_solution for the SDPO-style teacher,
---config.distill.calibrate=False for the plain OPD baseline.
+--config.distill.calibrate=False for the plain OPD baseline. Sized for a v5p-64 (target v5p:4x4x2, mesh auto): check it
+fits with `python -m caopd_jax.train.aot --config=configs/paper.py:qwen3-8b,science --model=qwen3-8b` (BUILD.md);
+for 8 GPUs of one host, --config.target=gpu:8.
 """
 
 from caopd_jax.errors import CaopdError

@@ -42,6 +42,7 @@ def smollm2_gguf() -> str:
 def get_config():
   c = default_config()
   c.model.path = smollm2_gguf()
+  c.target = "gpu:1"                # one H200 (python -m caopd_jax.train.aot checks the config fits it)
   c.data.difficulty = (1, 2)
   c.prompts.fewshot = (("What is 3 + 4?", "3 + 4 = 7\n<answer>7</answer>\nConfidence: 0.90"),
                        ("What is 9 - 5?", "9 - 5 = 4\n<answer>4</answer>\nConfidence: 0.80"),
@@ -55,6 +56,6 @@ def get_config():
   c.distill.vocab_chunk = 8192
   c.optim.lr = 1e-5
   c.train.steps = 200
-  c.train.micro_batch_size = 8
+  c.train.micro_batch_size = 0      # auto: the largest that fits the target (train/memory_plan.py)
   c.train.output_dir = "runs/smollm2-arith"
   return c

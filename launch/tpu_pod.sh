@@ -9,7 +9,9 @@
 # TRAIN_ARGS are `python -m caopd_jax.train` arguments, e.g. --config=configs/paper.py:qwen3-8b,science --mesh=auto
 # --config.train.output_dir=/mnt/bucket/runs/x (run folders are local paths: mount a bucket with gcsfuse on every
 # worker; a gs:// path is refused). Every worker runs the same command; jax.distributed finds
-# the others from the TPU VM metadata. DRY_RUN=1 prints the gcloud commands instead of running them.
+# the others from the TPU VM metadata. DRY_RUN=1 prints the gcloud commands instead of running them. Before
+# creating a slice, check the config fits it on a Linux x86-64 machine (no TPU needed; libtpu in .venv-tpu):
+# .venv-tpu/bin/python -m caopd_jax.train.aot --config=... (BUILD.md, "TPU without a TPU").
 # Environment: RUNTIME_VERSION (default v2-alpha-tpuv5), PROJECT (default: gcloud's), REMOTE_DIR (~/caopd-jax).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,8 +1,8 @@
 """launch/: every script parses (bash -n), and the ones that need hardware or a cluster print, with DRY_RUN=1,
 exactly the commands they would run; the AOT compile check compiles a sharded step for a 4-device CPU mesh."""
 
-import json
 import os
+import re
 import subprocess
 import sys
 
@@ -60,15 +60,17 @@ def test_tpu_pod_launcher_rejects_an_unknown_action():
 
 
 def test_aot_compile_check_on_a_four_device_cpu_mesh():
-  """Re-runs itself with 4 host devices, compiles the sharded SmolLM2-shaped step, reports per-device memory."""
+  """Target this machine (the config names gpu:1): re-runs itself with 4 host devices, settles the memory plan,
+  compiles the sharded SmolLM2-shaped step and the sampler, and reports per-device memory."""
   out = subprocess.run([sys.executable, "-m", "caopd_jax.train.aot", "--config=configs/smollm2_arith.py",
                         "--model=smollm2-135m", "--mesh=data:2,fsdp:2", "--config.distill.max_prompt_tokens=64",
-                        "--config.distill.max_completion_tokens=32"],
+                        "--config.distill.max_completion_tokens=32", "--config.target="],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  report = json.loads(out.stdout[out.stdout.index("{"):])
-  assert report["devices"] == 4 and report["platform"] == "cpu"
-  assert report["params"] == 134515008 and report["argument_gib"] > 0 and report["flops_per_device"] > 0
+  assert "checking this machine: 4 x cpu" in out.stdout
+  assert "cpu x 4 (mesh {'data': 2, 'fsdp': 2, 'tensor': 1}), 0.13B params; memory: train.remat=none" in out.stdout
+  for program in ("training step", "sampler prefill", "sampler decode"):
+    assert re.search(program + r" +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +fits", out.stdout), out.stdout
 
 
 def test_aot_compile_check_names_a_mesh_that_does_not_fit():

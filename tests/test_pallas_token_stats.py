@@ -1,8 +1,8 @@
-"""The Pallas token-stats kernels (interpret mode on CPU) against a float64 NumPy reference.
+"""The Pallas token-stats kernels, GPU and TPU layouts (interpret mode on CPU), against a float64 reference.
 
 Forward outputs within 1e-4 for float32 inputs; gradients w.r.t. h and W by `jax.vjp` with random
 cotangents on every output, against float64 finite-free closed forms (jax.grad of the naive
-reference in float64).
+reference in float64). Compiles for real TPUs: tests/test_tpu_compile.py.
 """
 
 import jax
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from caopd_jax.kernels import token_stats_tpu
 from caopd_jax.kernels.fused_token_stats import token_stats_pallas
 from caopd_jax.losses.token_stats import token_stats_naive
 
@@ -71,11 +72,14 @@ def _check_against_float64(h, w, y, ht, wt, **layout):
 
 
 @pytest.mark.parametrize("n, v", CASES)
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
 @pytest.mark.parametrize("variant", ["plain", "peaky", "negative", "zero_w", "same_teacher"])
-def test_forward_and_gradients_match_float64(n, v, variant):
+def test_forward_and_gradients_match_float64(n, v, variant, platform):
+  """Both layouts: the GPU one (a program per row block looping over the tiles) and the TPU one (a program per
+  row block, tile and D chunk, accumulators in VMEM scratch across the grid)."""
   h, w, y, ht, wt = _inputs(n, v, scale=30.0 if variant == "peaky" else 1.0, negative=variant == "negative",
                             zero_w=variant == "zero_w", same_teacher=variant == "same_teacher")
-  ours = _check_against_float64(h, w, y, ht, wt, backward="two_pass")
+  ours = _check_against_float64(h, w, y, ht, wt, platform=platform)
   if variant == "zero_w":
     np.testing.assert_allclose(np.asarray(ours.entropy), np.log(v), rtol=1e-6)
   if variant == "same_teacher":
@@ -83,37 +87,68 @@ def test_forward_and_gradients_match_float64(n, v, variant):
 
 
 @pytest.mark.parametrize("n, v", [(5, 4 * TILE - 1), (7, 53), (33, 29)])
-@pytest.mark.parametrize("backward, block_d, d, chunk_rows", [
-    ("dlogits", 4, 8, 16), ("dlogits", 8, 12, 4096), ("atomic", 4, 8, None), ("atomic", 8, 12, None),
-    ("atomic", None, 8, None), ("two_pass", 4, 8, None), ("two_pass", 8, 12, None)])
-def test_d_chunks_and_every_backward_match_float64(n, v, backward, block_d, d, chunk_rows):
-  """The GPU layout (tile matmuls in D chunks, D padded to whole chunks) with each backward strategy;
-  dlogits with chunks of 16 rows covers several row chunks and a padded last one."""
+@pytest.mark.parametrize("platform, backward, block_d, d, chunk_rows", [
+    ("gpu", "dlogits", 4, 8, 16), ("gpu", "dlogits", 8, 12, 4096), ("gpu", "atomic", 4, 8, None),
+    ("gpu", "atomic", 8, 12, None), ("gpu", "atomic", None, 8, None), ("tpu", "dlogits", 4, 12, 16),
+    ("tpu", "dlogits", 8, 12, 4096)])
+def test_d_chunks_and_every_backward_match_float64(n, v, platform, backward, block_d, d, chunk_rows):
+  """Tile matmuls in D chunks (D padded to whole chunks; on the TPU layout one grid step per chunk) with each
+  backward strategy; dlogits with chunks of 16 rows covers several row chunks and a padded last one."""
   h, w, y, ht, wt = _inputs(n, v, d=d, scale=3.0)
-  _check_against_float64(h, w, y, ht, wt, backward=backward, block_d=block_d, chunk_rows=chunk_rows or 4096)
+  _check_against_float64(h, w, y, ht, wt, platform=platform, backward=backward, block_d=block_d,
+                         chunk_rows=chunk_rows or 4096)
 
 
-def test_student_only_and_padded_rows_get_no_gradient():
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_student_only_and_padded_rows_get_no_gradient(platform):
   h, w, y, _, _ = _inputs(3, 37)
-  stats = token_stats_pallas(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), chunk_size=TILE, block_n=8)
+  stats = token_stats_pallas(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), chunk_size=TILE, block_n=8,
+                             platform=platform)
   assert stats.teacher_logprob is None and stats.kl_ts is None
   ref = _reference(h, w, y, h, w, 1.0)
   np.testing.assert_allclose(np.asarray(stats.logprob), np.asarray(ref.logprob), atol=1e-4)
   # rows 3..7 of the row block are padding: a loss on row 0 only must leave the other rows' dh at 0
-  dh = jax.grad(lambda h: token_stats_pallas(h, jnp.asarray(w), jnp.asarray(y), chunk_size=TILE,
-                                             block_n=8).logprob[0])(jnp.asarray(h))
+  dh = jax.grad(lambda h: token_stats_pallas(h, jnp.asarray(w), jnp.asarray(y), chunk_size=TILE, block_n=8,
+                                             platform=platform).logprob[0])(jnp.asarray(h))
   assert np.all(np.asarray(dh)[1:] == 0) and np.any(np.asarray(dh)[0] != 0)
 
 
-def test_forward_and_backward_lower_for_tpu():
-  """Mosaic TPU lowering on this CPU machine, so TPU-breaking changes fail here (running needs a TPU)."""
-  h = jax.ShapeDtypeStruct((256, 128), jnp.bfloat16)
-  w = jax.ShapeDtypeStruct((128, 1000), jnp.bfloat16)
-  y = jax.ShapeDtypeStruct((256,), jnp.int32)
+def test_tpu_tiles_are_sized_to_the_vmem_limit():
+  """block_d_for pads D by at most 127 columns; vmem_bytes by hand at Qwen3-8B's head (bf16, with the teacher):
+  per model h [512, 4096] + two W tiles [1024, 512] (12 MiB), 15 lane-wide float32 row vectors (3.75 MiB), the dS
+  block twice (1 MiB) and 8 float32 [512, 512] (8 MiB); tiles_for takes the largest row block within 3/4 of the
+  limit (v4's 16 MiB: 128 rows, 9.19 MiB; 256 would need 14.4), never more rows than there are (rounded to 8)."""
+  assert [token_stats_tpu.block_d_for(d) for d in (4096, 3584, 2560, 576, 200, 5120)] == [1024, 896, 640, 640,
+                                                                                            256, 1024]
+  mib = 2**20
+  assert token_stats_tpu.vmem_bytes(512, 512, 1024, 4096, 2, True) == 12 * mib + 3.75 * mib + mib + 8 * mib
+  assert token_stats_tpu.tiles_for(2048, 4096, 2, True, 64 * mib) == (512, 512, 1024)
+  assert token_stats_tpu.tiles_for(2048, 4096, 2, True, 16 * mib) == (128, 512, 1024)
+  assert token_stats_tpu.vmem_bytes(128, 512, 1024, 4096, 2, True) == 9633792
+  assert token_stats_tpu.vmem_bytes(256, 512, 1024, 4096, 2, True) > 0.75 * 16 * mib
+  assert token_stats_tpu.tiles_for(20, 576, 4, False, 16 * mib) == (24, 512, 640)
+  assert token_stats_tpu.tiles_for(8, 10**6, 2, True, 16 * mib) is None
 
-  def loss(h, w, y, ht, wt):
-    s = token_stats_pallas(h, w, y, ht, wt, chunk_size=128, block_n=64, with_kl=True, interpret=False)
-    return jnp.sum(s.logprob + s.entropy + s.kl_ts + s.kl_st + s.logsumexp + s.teacher_logprob)
 
-  text = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(h, w, y, h, w).lower(lowering_platforms=("tpu",)).as_text()
-  assert text.count("tpu_custom_call") == 3     # the forward, dH and dW kernels
+def test_tpu_layout_with_the_tiles_tiles_for_picks():
+  """The TPU layout (interpret mode) at the tiles tiles_for chooses for an odd shape: 20 rows (one block of 24),
+  D 200 (one chunk of 256: 56 padded columns), V 700 (two tiles of 512, the second mostly masked)."""
+  n, d, v = 20, 200, 700
+  bn, bv, bd = token_stats_tpu.tiles_for(n, d, 4, True, 16 * 2**20)
+  assert (bn, bv, bd) == (24, 512, 256)
+  h, w, y, ht, wt = _inputs(n, v, d=d, scale=0.3)
+  ours = token_stats_pallas(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(ht), jnp.asarray(wt),
+                            with_kl=True, chunk_size=bv, block_n=bn, block_d=bd, platform="tpu")
+  ref = _reference(h, w, y, ht, wt, 1.0)
+  for field in FIELDS:
+    np.testing.assert_allclose(np.asarray(getattr(ours, field)), np.asarray(getattr(ref, field)), atol=1e-4,
+                               rtol=1e-4, err_msg=field)
+
+
+def test_tpu_tiles_set_by_hand_must_fit_the_vmem_limit():
+  h, w, y, ht, wt = _inputs(512, 1024, d=4096)
+  with pytest.raises(ValueError, match=r"block_n 512, block_v 512, block_d 1024\) need about 37.8 MiB of VMEM, "
+                                       r"more than the limit 16 MiB"):
+    token_stats_pallas(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), jnp.asarray(ht), jnp.asarray(wt),
+                       chunk_size=512, block_n=512, block_d=1024, platform="tpu", interpret=False,
+                       vmem_limit=16 * 2**20)

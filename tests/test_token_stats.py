@@ -142,9 +142,16 @@ def test_argument_errors():
 def test_registry_picks_the_implementation_per_backend():
   from caopd_jax.kernels import registry
   assert registry.resolve("auto", backend="gpu") == "pallas"
-  assert registry.resolve("auto", backend="gpu", needs_threshold=True) == "xla_chunked"   # the kernels have no tail
-  assert registry.resolve("auto", backend="gpu", dtype=jnp.float32) == "xla_chunked"     # GPU tiles fit 2-byte inputs
-  assert registry.resolve("auto", backend="tpu") == registry.resolve("auto", backend="cpu") == "xla_chunked"
+  with pytest.warns(UserWarning, match="support threshold"):   # the kernels have no tail
+    assert registry.resolve("auto", backend="gpu", needs_threshold=True) == "xla_chunked"
+  with pytest.warns(UserWarning, match="2-byte inputs, not float32"):
+    assert registry.resolve("auto", backend="gpu", dtype=jnp.float32) == "xla_chunked"
+  assert registry.resolve("auto", backend="cpu") == "xla_chunked"
+  assert registry.resolve("auto", backend="tpu", dim=4096, vmem_limit=16 * 2**20) == "pallas"
+  with pytest.warns(UserWarning, match="no TPU tiling fits 16 MiB of scoped VMEM at width 1048576"):
+    assert registry.resolve("auto", backend="tpu", dim=2**20, vmem_limit=16 * 2**20) == "xla_chunked"
+  with pytest.warns(UserWarning, match="support threshold"):
+    assert registry.resolve("auto", backend="tpu", needs_threshold=True) == "xla_chunked"
   assert registry.resolve("naive", backend="gpu") == "naive"
   assert registry.token_stats_function("naive").func is losses.token_stats_naive
   inputs = _inputs(3, 20)

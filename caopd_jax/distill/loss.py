@@ -99,7 +99,8 @@ def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config
   sampled_token = settings.divergence == "sampled_token"
   tail = {"threshold": batch.sample_threshold.reshape(-1)} if sampled_token and settings.sampler_tail else {}
   stats_fn = registry.token_stats_function(settings.token_stats, vocab_chunk=settings.vocab_chunk,
-                                           needs_threshold=bool(tail))
+                                           needs_threshold=bool(tail), platform=settings.platform,
+                                           vmem_limit=settings.vmem_limit)
   stats = stats_fn(h_s.reshape(-1, d), w_s, batch.completion.reshape(-1), h_t.reshape(-1, d), w_t,
                    temperature=settings.temperature, with_kl=settings.divergence != "jsd", **tail)
   stats = jax.tree.map(lambda x: x.reshape(batch.completion.shape), stats)

@@ -59,6 +59,8 @@ class LossSettings(NamedTuple):
   remat: str = "none"
   is_cap: float = 2.0           # sampled_token: importance-weight truncation (TIS); 0 = none
   sampler_tail: bool = False    # sampled_token: the rollouts' sampler cut the support (top-k, top-p or greedy)
+  platform: str = ""            # the devices' platform (cpu, gpu, tpu; "" = JAX's backend): picks the kernels
+  vmem_limit: int = 0           # TPU scoped VMEM for the kernels (hardware.Chip; 0 = the smallest default)
 
 
 def sampler_cuts_support(rollout) -> bool:

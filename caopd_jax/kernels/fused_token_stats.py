@@ -3,21 +3,21 @@
 Same contract as `losses.token_stats` (the pure-JAX reference and fallback): from final hidden
 states h [N, D], the unembedding W [D, V] and target ids y [N] (and the teacher's h_t, W_t) to
 float32 per row: logsumexp, log p(y), entropy, and optionally log q(y), KL(q || p), KL(p || q),
-never writing [N, V] to memory. The tile arithmetic is in `token_stats_tiles.py`.
+never writing [N, V] to memory. Two kernel sets share the tile arithmetic (`token_stats_tiles.py`):
+GPUs (Triton, here: one program per row block, W a pointer it loops over) and TPUs (Mosaic,
+`token_stats_tpu.py`: every operand tiled, since a TPU block is a copy in VMEM).
 
-Forward: one program per block of rows, a loop over vocabulary tiles (any V: W is zero-padded to
-whole tiles and the padded columns are masked; padded rows are zero with zero cotangent).
+Forward: a loop over vocabulary tiles (any V: W is zero-padded to whole tiles and the padded columns
+are masked; padded rows are zero with zero cotangent; D is zero-padded to whole chunks).
 
 Backward (custom_vjp): the logits' cotangent of a tile is recomputed from per-row residuals
 (lse, entropy, teacher lse, KL_st), then
-  - "dlogits" (the GPU default): per chunk of `chunk_rows` rows a kernel writes dS [rows, V] (bf16) and
-    two float32-accumulated matmuls give dH and the chunk's share of dW (workspace rows x V, not N x V);
+  - "dlogits" (the default): per chunk of `chunk_rows` rows a kernel writes dS [rows, V] (h's dtype)
+    and two float32-accumulated matmuls give dH and the chunk's share of dW (workspace rows x V, not N x V);
   - "atomic" (NVIDIA GPUs): a 2-D grid of (row block, vocabulary tile) programs, each adding its
     dS W^T and H^T dS into float32 dH [N, D] and dW [D, V] with atomic adds, D in chunks, so that
     no program holds a [rows, D] accumulator (which does not fit a GPU SM at D >= 1024); 5x slower
-    than dlogits on the H200;
-  - "two_pass" (the default elsewhere: TPUs have no atomics but large VMEM): one kernel accumulates dH
-    over vocabulary tiles per row block, a second dW over row blocks per vocabulary tile.
+    than dlogits on the H200.
 The teacher gets no gradient. Which implementation a loss uses is kernels/registry.py's choice.
 """
 
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from caopd_jax.kernels import token_stats_tiles as tiles
+from caopd_jax.kernels import token_stats_tpu
 from caopd_jax.kernels.token_stats_tiles import KL_ST, KL_TS, LOGP, LSE, STATS, T_LOGP, Tiling
 from caopd_jax.losses.token_stats import TokenStats, prepare_inputs
 
@@ -37,22 +38,25 @@ try:  # the Triton backend: Pallas' GPU path for kernels written with block spec
 except ImportError:  # pragma: no cover - jaxlib without GPU Pallas
   pltriton = None
 
-BACKWARDS = ("dlogits", "atomic", "two_pass")
+BACKWARDS = ("dlogits", "atomic")
+PLATFORMS = ("gpu", "tpu")
 
 
 class Launch(NamedTuple):
-  """Static (hashable) launch choices: backward strategy, interpreter, Triton warps and pipeline stages."""
+  """Static (hashable) launch choices: the kernels' platform ("gpu": Triton, the layout the CPU interpreter runs by
+  default; "tpu": Mosaic), backward strategy, interpreter, Triton warps and pipeline stages, rows of dS at a time."""
+  platform: str
   backward: str
   interpret: bool
   num_warps: int = 4
   num_stages: int = 2
   chunk_rows: int = 4096
+  vmem_limit: int = token_stats_tpu.DEFAULT_VMEM_LIMIT
 
 
 # Defaults per platform (block_d None: all of D). GPU: the fastest of a sweep on an H200 at N 8192, D 1024,
-# V 151936 (bench/RESULTS.md); TPU: not measured (no TPU here), VMEM-sized tiles.
+# V 151936 (bench/RESULTS.md); TPU: token_stats_tpu.tiles_for sizes them for the chip's VMEM; cpu: interpreted.
 DEFAULTS = {"gpu": dict(block_n=64, block_v=256, block_d=64, num_warps=8, num_stages=3),
-            "tpu": dict(block_n=128, block_v=512, block_d=None, num_warps=4, num_stages=2),
             "cpu": dict(block_n=64, block_v=128, block_d=None, num_warps=4, num_stages=2)}
 
 
@@ -72,10 +76,11 @@ def _operands(h, w, y, ht, wt, tiling: Tiling):
   return ops
 
 
-def _specs(ops, tiling: Tiling, rows_blocked: bool):
-  """BlockSpecs for a grid whose first index is the row block (rows_blocked) or that holds all rows."""
+def _specs(ops, tiling: Tiling):
+  """BlockSpecs of the operands for a GPU grid whose first index is the row block (W whole: a GPU block is a
+  pointer)."""
   def spec(x, kind):
-    if kind == "rows" and rows_blocked:
+    if kind == "rows":
       return pl.BlockSpec((tiling.block_n, x.shape[1]), lambda i, *_: (i, 0))
     return pl.BlockSpec(x.shape, lambda *_: (0,) * x.ndim)
   kinds = ["rows", "full", "rows"] + (["rows", "full"] if tiling.teacher else [])
@@ -84,7 +89,7 @@ def _specs(ops, tiling: Tiling, rows_blocked: bool):
 
 def _compiler_params(launch: Launch):
   """Triton on NVIDIA GPUs (kernels/README.md says why not Mosaic GPU); the platform default elsewhere."""
-  if launch.interpret or pltriton is None or jax.default_backend() != "gpu":
+  if launch.interpret or pltriton is None or launch.platform != "gpu":
     return None
   return pltriton.CompilerParams(num_warps=launch.num_warps, num_stages=launch.num_stages)
 
@@ -98,8 +103,10 @@ def _forward(h, w, y, ht, wt, tiling: Tiling, launch: Launch):
   """float32 [N, STATS] per-row statistics."""
   ops = _operands(h, w, y, ht, wt, tiling)
   n_pad = ops[0].shape[0]
+  if launch.platform == "tpu":
+    return token_stats_tpu.forward(ops, tiling, launch.interpret, launch.vmem_limit)[:h.shape[0], :STATS]
   out = _call(functools.partial(tiles.forward_kernel, tiling=tiling), (n_pad // tiling.block_n,),
-              _specs(ops, tiling, True), pl.BlockSpec((tiling.block_n, STATS), lambda i: (i, 0)),
+              _specs(ops, tiling), pl.BlockSpec((tiling.block_n, STATS), lambda i: (i, 0)),
               jax.ShapeDtypeStruct((n_pad, STATS), jnp.float32), launch)(*ops)
   return out[:h.shape[0]]
 
@@ -116,7 +123,7 @@ def _atomic_kernel(*refs, tiling: Tiling):
   h_ref, w_ref, y_ref, ht_ref, wt_ref, res_ref, g_ref, _, _, dh_ref, dw_ref = _split(refs, tiling, 4)
   i, j = pl.program_id(0), pl.program_id(1)
   ds = tiles.logits_cotangent(h_ref, ht_ref, w_ref, wt_ref, y_ref[...], res_ref[...], g_ref[...], j, tiling)
-  ds = (ds / tiling.temperature).astype(h_ref.dtype)
+  ds = ds.astype(h_ref.dtype)
   rows, cols, bd = pl.ds(i * tiling.block_n, tiling.block_n), pl.ds(j * tiling.block_v, tiling.block_v), tiling.block_d
 
   def chunk(k, carry):
@@ -135,7 +142,7 @@ def _backward_atomic(ops, extra, tiling: Tiling, launch: Launch):
   zeros = [jnp.zeros((n_pad, d_pad), jnp.float32), jnp.zeros((d_pad, v_pad), jnp.float32)]
   whole = [pl.BlockSpec(z.shape, lambda i, j: (0, 0)) for z in zeros]
   return _call(functools.partial(_atomic_kernel, tiling=tiling), (n_pad // tiling.block_n, v_pad // tiling.block_v),
-               _specs(ops, tiling, True) + [stat_rows, stat_rows] + whole, whole,
+               _specs(ops, tiling) + [stat_rows, stat_rows] + whole, whole,
                [jax.ShapeDtypeStruct(z.shape, jnp.float32) for z in zeros], launch,
                input_output_aliases={len(ops) + 2: 0, len(ops) + 3: 1})(*ops, *extra, *zeros)
 
@@ -143,82 +150,42 @@ def _backward_atomic(ops, extra, tiling: Tiling, launch: Launch):
 def _dlogits_kernel(*refs, tiling: Tiling):
   """Program (i, j): the cotangent dS / T [bn, bv] of vocabulary tile j for row block i, in h's dtype."""
   h_ref, w_ref, y_ref, ht_ref, wt_ref, res_ref, g_ref, ds_ref = _split(refs, tiling, 1)
-  ds = tiles.logits_cotangent(h_ref, ht_ref, w_ref, wt_ref, y_ref[...], res_ref[...], g_ref[...],
-                              pl.program_id(1), tiling)
-  ds_ref[...] = (ds / tiling.temperature).astype(ds_ref.dtype)
+  ds_ref[...] = tiles.logits_cotangent(h_ref, ht_ref, w_ref, wt_ref, y_ref[...], res_ref[...], g_ref[...],
+                                       pl.program_id(1), tiling).astype(ds_ref.dtype)
+
+
+def _write_ds(chunk_ops, res, g, tiling: Tiling, launch: Launch):
+  """dS / T [rows, Vp] in h's dtype of one chunk of rows (the platform's dlogits kernel)."""
+  if launch.platform == "tpu":
+    widen = lambda x: _pad_to(x, token_stats_tpu.LANES, 1)  # noqa: E731  (lane-wide row statistics)
+    return token_stats_tpu.dlogits(chunk_ops, widen(res), widen(g), tiling, launch.interpret, launch.vmem_limit)
+  rows, v_pad = chunk_ops[0].shape[0], chunk_ops[1].shape[1]
+  stat_rows = pl.BlockSpec((tiling.block_n, STATS), lambda i, j: (i, 0))
+  return _call(functools.partial(_dlogits_kernel, tiling=tiling), (rows // tiling.block_n, v_pad // tiling.block_v),
+               _specs(chunk_ops, tiling) + [stat_rows, stat_rows],
+               pl.BlockSpec((tiling.block_n, tiling.block_v), lambda i, j: (i, j)),
+               jax.ShapeDtypeStruct((rows, v_pad), chunk_ops[0].dtype), launch)(*chunk_ops, res, g)
 
 
 def _backward_dlogits(ops, extra, tiling: Tiling, launch: Launch):
   """float32 dH [Np, Dp] and dW [Dp, Vp]: per chunk of `launch.chunk_rows` rows, a kernel writes dS [rows, Vp]
-  (recomputed tile by tile, no atomics) and two float32-accumulated matmuls (cuBLAS on GPUs) give the
-  chunk's dH and its share of dW. Workspace: chunk_rows x Vp in h's dtype."""
+  (recomputed tile by tile, no atomics) and two float32-accumulated matmuls (cuBLAS on GPUs, the MXU on TPUs)
+  give the chunk's dH and its share of dW. Workspace: chunk_rows x Vp in h's dtype."""
   (n_pad, d_pad), v_pad = ops[0].shape, ops[1].shape[1]
   rows = min(launch.chunk_rows, n_pad)
   n_chunks = -(-n_pad // rows)
   row_ops = [0, 2] + ([3] if tiling.teacher else [])       # h, y, h_t are split into row chunks
   chunked = [_pad_to(ops[k], n_chunks * rows, 0).reshape(n_chunks, rows, -1) for k in row_ops]
   chunked += [_pad_to(x, n_chunks * rows, 0).reshape(n_chunks, rows, STATS) for x in extra]
-  stat_rows = pl.BlockSpec((tiling.block_n, STATS), lambda i, j: (i, 0))
   w, wt = ops[1], (ops[4] if tiling.teacher else None)
 
   def step(dw, chunk):
     h, y, ht = chunk[0], chunk[1], (chunk[2] if tiling.teacher else None)
-    res, g = chunk[-2:]
-    chunk_ops = [h, w, y] + ([ht, wt] if tiling.teacher else [])
-    ds = _call(functools.partial(_dlogits_kernel, tiling=tiling), (rows // tiling.block_n, v_pad // tiling.block_v),
-               _specs(chunk_ops, tiling, True) + [stat_rows, stat_rows],
-               pl.BlockSpec((tiling.block_n, tiling.block_v), lambda i, j: (i, j)),
-               jax.ShapeDtypeStruct((rows, v_pad), h.dtype), launch)(*chunk_ops, res, g)
+    ds = _write_ds([h, w, y] + ([ht, wt] if tiling.teacher else []), *chunk[-2:], tiling, launch)
     return dw + tiles.dot(h, ds, ((0,), (0,))), tiles.dot(ds, w, ((1,), (1,)))
 
   dw, dh = jax.lax.scan(step, jnp.zeros((d_pad, v_pad), jnp.float32), chunked)
   return dh.reshape(n_chunks * rows, d_pad), dw
-
-
-def _grad_h_kernel(*refs, tiling: Tiling):
-  """dH of one row block: sum over vocabulary tiles of dS W_tile^T (float32 accumulator [bn, D])."""
-  h_ref, w_ref, y_ref, ht_ref, wt_ref, res_ref, g_ref, dh_ref = _split(refs, tiling, 1)
-  y, res, g = y_ref[...], res_ref[...], g_ref[...]
-
-  def body(j, dh):
-    ds = tiles.logits_cotangent(h_ref, ht_ref, w_ref, wt_ref, y, res, g, j, tiling)
-    w = w_ref[:, pl.ds(j * tiling.block_v, tiling.block_v)]
-    return dh + tiles.dot(ds.astype(w.dtype), w, ((1,), (1,)))
-
-  dh = jax.lax.fori_loop(0, w_ref.shape[1] // tiling.block_v, body, jnp.zeros(h_ref.shape, jnp.float32))
-  dh_ref[...] = dh / tiling.temperature
-
-
-def _grad_w_kernel(*refs, tiling: Tiling):
-  """dW of one vocabulary tile: sum over row blocks of H^T dS (float32 accumulator [D, bv])."""
-  h_ref, w_ref, y_ref, ht_ref, wt_ref, res_ref, g_ref, dw_ref = _split(refs, tiling, 1)
-  j = pl.program_id(0)
-
-  def body(i, dw):
-    rows = pl.ds(i * tiling.block_n, tiling.block_n)
-    h = h_ref.at[rows, :]
-    ds = tiles.logits_cotangent(h, ht_ref.at[rows, :] if tiling.teacher else None, w_ref, wt_ref,
-                                y_ref[rows, :], res_ref[rows, :], g_ref[rows, :], j, tiling)
-    return dw + tiles.dot(h[...], ds.astype(h.dtype), ((0,), (0,)))
-
-  dw = jax.lax.fori_loop(0, h_ref.shape[0] // tiling.block_n, body, jnp.zeros(dw_ref.shape, jnp.float32))
-  dw_ref[...] = dw / tiling.temperature
-
-
-def _backward_two_pass(ops, extra, tiling: Tiling, launch: Launch):
-  """float32 dH [Np, Dp] (grid over row blocks) and dW [Dp, Vp] (grid over vocabulary tiles)."""
-  (n_pad, d_pad), v_pad = ops[0].shape, ops[1].shape[1]
-  stat_rows = pl.BlockSpec((tiling.block_n, STATS), lambda i: (i, 0))
-  dh = _call(functools.partial(_grad_h_kernel, tiling=tiling), (n_pad // tiling.block_n,),
-             _specs(ops, tiling, True) + [stat_rows, stat_rows],
-             pl.BlockSpec((tiling.block_n, d_pad), lambda i: (i, 0)),
-             jax.ShapeDtypeStruct((n_pad, d_pad), jnp.float32), launch)(*ops, *extra)
-  stat_all = pl.BlockSpec((n_pad, STATS), lambda j: (0, 0))
-  dw = _call(functools.partial(_grad_w_kernel, tiling=tiling), (v_pad // tiling.block_v,),
-             _specs(ops, tiling, False) + [stat_all, stat_all],
-             pl.BlockSpec((d_pad, tiling.block_v), lambda j: (0, j)),
-             jax.ShapeDtypeStruct((d_pad, v_pad), jnp.float32), launch)(*ops, *extra)
-  return dh, dw
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
@@ -237,7 +204,7 @@ def _fused_bwd(tiling, launch, residuals, g):
   ops = _operands(h, w, y, ht, wt, tiling)
   n_pad = ops[0].shape[0]
   extra = [_pad_to(res, n_pad, 0), _pad_to(g.astype(jnp.float32), n_pad, 0)]
-  backward = {"dlogits": _backward_dlogits, "atomic": _backward_atomic, "two_pass": _backward_two_pass}[launch.backward]
+  backward = {"dlogits": _backward_dlogits, "atomic": _backward_atomic}[launch.backward]
   dh, dw = backward(ops, extra, tiling, launch)
   zeros = lambda x: None if x is None else jnp.zeros_like(x)  # noqa: E731
   return (dh[:h.shape[0], :h.shape[1]].astype(h.dtype), dw[:w.shape[0], :tiling.vocab].astype(w.dtype), None,
@@ -248,31 +215,50 @@ fused_stats.defvjp(_fused_fwd, _fused_bwd)
 
 
 def token_stats_pallas(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0, chunk_size=None, with_kl=False,
-                       block_n=None, block_d=None, backward=None, interpret=None, num_warps=None,
-                       num_stages=None, chunk_rows=4096) -> TokenStats:
+                       block_n=None, block_d=None, backward=None, interpret=None, platform=None, vmem_limit=None,
+                       num_warps=None, num_stages=None, chunk_rows=4096) -> TokenStats:
   """`losses.token_stats` through the Pallas kernels.
 
-  chunk_size: the vocabulary tile (block_v); block_n: rows per program; block_d: the D chunk of the
-  tile matmuls; num_warps, num_stages: Triton's (None: the platform's DEFAULTS; block_d None there means
-  all of D). backward: "dlogits" (default on GPUs; chunk_rows rows of dS at a time), "atomic" or
-  "two_pass" (default elsewhere). interpret: run in Pallas' interpreter (default: on the CPU backend,
-  where there is no compiled Pallas).
+  platform: the kernels to build, "gpu" (Triton) or "tpu" (Mosaic); default: JAX's backend, and the GPU layout
+  on a CPU (the TPU one runs there too, interpreted). chunk_size: the vocabulary tile (block_v); block_n: rows per
+  program; block_d: the D chunk of the tile matmuls; num_warps, num_stages: Triton's (None: the platform's
+  DEFAULTS; on TPUs token_stats_tpu.tiles_for within `vmem_limit` bytes of scoped VMEM, hardware.Chip's).
+  backward: "dlogits" (the default; chunk_rows rows of dS at a time) or "atomic" (GPUs). interpret: run in
+  Pallas' interpreter (default: unless JAX's backend is the kernels' platform; an AOT compile for a TPU topology
+  from a CPU passes False).
   """
-  platform = jax.default_backend()
-  interpret = platform == "cpu" if interpret is None else interpret
-  backward = backward or ("dlogits" if platform == "gpu" else "two_pass")
-  if backward not in BACKWARDS:
-    raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-  if backward == "atomic" and pltriton is None:
-    raise ValueError("the atomic backward needs Pallas' Triton backend, which this jaxlib lacks")
-  defaults = DEFAULTS.get(platform, DEFAULTS["cpu"])
+  backend = jax.default_backend()
+  platform = platform or ("tpu" if backend == "tpu" else "gpu")
+  interpret = backend != platform if interpret is None else interpret
+  backward = backward or "dlogits"
+  if platform not in PLATFORMS:
+    raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
+  if backward not in BACKWARDS or (backward == "atomic" and (platform != "gpu" or pltriton is None)):
+    raise ValueError(f"backward must be one of {BACKWARDS} (atomic: GPUs, with Pallas' Triton backend), "
+                     f"got {backward!r} for platform {platform!r}")
   lead = targets.shape
   h_s, targets, h_t, w_t = prepare_inputs(h_s, w_s, targets, h_t, w_t, with_kl)
   dim, vocab = w_s.shape
+  defaults = dict(DEFAULTS["gpu" if platform == "gpu" and not interpret else "cpu"])
+  vmem_limit = vmem_limit or token_stats_tpu.DEFAULT_VMEM_LIMIT
+  compiled_for_tpu = platform == "tpu" and not interpret
+  if compiled_for_tpu and None in (block_n, chunk_size, block_d):
+    chosen = token_stats_tpu.tiles_for(h_s.shape[0], dim, h_s.dtype.itemsize, h_t is not None, vmem_limit,
+                                       chunk_size or 512)
+    if chosen is None:
+      raise ValueError(f"no TPU tiling of the token-stats kernels fits {vmem_limit / 2**20:.0f} MiB of VMEM at "
+                       f"D {dim} ({h_s.dtype}); use distill.token_stats=xla_chunked")
+    defaults.update(zip(("block_n", "block_v", "block_d"), chosen))
   tiling = Tiling(vocab, block_n or defaults["block_n"], min(chunk_size or defaults["block_v"], vocab),
-                  min(block_d or defaults["block_d"] or dim, dim), float(temperature), h_t is not None, with_kl)
-  launch = Launch(backward, interpret, num_warps or defaults["num_warps"], num_stages or defaults["num_stages"],
-                  chunk_rows)
+                  block_d or defaults["block_d"] or dim, float(temperature), h_t is not None, with_kl)
+  if compiled_for_tpu:       # tiles set by the caller: the estimate must hold for them too
+    need = token_stats_tpu.vmem_bytes(tiling.block_n, tiling.block_v, tiling.block_d, dim, h_s.dtype.itemsize,
+                                      tiling.teacher)
+    if need > vmem_limit:
+      raise ValueError(f"TPU tiles (block_n {tiling.block_n}, block_v {tiling.block_v}, block_d {tiling.block_d}) "
+                       f"need about {need / 2**20:.1f} MiB of VMEM, more than the limit {vmem_limit / 2**20:.0f} MiB")
+  launch = Launch(platform, backward, interpret, num_warps or defaults["num_warps"],
+                  num_stages or defaults["num_stages"], chunk_rows, vmem_limit)
   out = fused_stats(h_s, w_s, targets, h_t, w_t, tiling, launch)
   pick = lambda k: out[:, k].reshape(lead)  # noqa: E731
   fields = {"logsumexp": pick(LSE), "logprob": pick(LOGP), "entropy": pick(tiles.ENT)}

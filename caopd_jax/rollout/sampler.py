@@ -254,6 +254,28 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
                   model_logprobs * out_mask, np.where(out_mask, thresholds, -np.inf).astype(np.float32))
 
 
+def compile_for(config: ModelConfig, params, layout: Layout, settings: Settings, prompts: int, width: int,
+                platform: str):
+  """(prefill, decode) compiled ahead of time for abstract `params` (ShapeDtypeStructs with shardings) on
+  `layout`'s devices: `prompts` prompts (padded to a power of two, as `sample` does) of `width` columns, for the
+  JAX platform of those devices (e.g. a TPU topology's, from a CPU)."""
+  rows = _bucket(prompts)
+  replicated = layout.replicated()
+  tokens = jax.ShapeDtypeStruct((rows, width), jnp.int32, sharding=replicated)
+  mask = jax.ShapeDtypeStruct((rows, width), jnp.bool_, sharding=replicated)
+  key_shape = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), rows * settings.num_samples))
+  keys = jax.ShapeDtypeStruct(key_shape.shape, key_shape.dtype, sharding=replicated)
+  cache_length = width + settings.max_new_tokens
+  prefill = _prefill(platform).trace(config, settings, cache_length, params, tokens, mask, keys, layout).lower(
+      lowering_platforms=(platform,)).compile()
+  state = jax.tree.map(lambda out, sharding: jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=sharding),
+                       prefill.out_info, prefill.output_shardings)
+  until = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+  decode = _decode.trace(config, settings, params, state, until, layout).lower(
+      lowering_platforms=(platform,)).compile()
+  return prefill, decode
+
+
 def _progress_bar(steps: int, sequences: int):
   from tqdm.auto import tqdm
   return tqdm(total=steps, desc=f"decoding {sequences} sequences", unit="tok", leave=False)

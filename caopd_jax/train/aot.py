@@ -1,19 +1,25 @@
-"""Ahead-of-time compile check of the training step for a target mesh, before renting the hardware.
+"""Ahead-of-time check that a config fits its hardware, before renting it: the training program compiled for the
+target's devices, and a table of what each device holds.
 
-    python -m caopd_jax.train.aot --config=configs/paper.py:qwen3-8b,science --model=qwen3-8b --mesh=fsdp:8
-    python -m caopd_jax.train.aot --config=... --model=qwen3-8b --mesh=fsdp:32 --topology=v5p:4x4x2
+    python -m caopd_jax.train.aot --config=configs/paper.py:qwen3-8b,science --model=qwen3-8b
+    python -m caopd_jax.train.aot --config=configs/smollm2_arith.py --topology=v5e:2x2 --mesh=auto
 
-It builds the step with the trainer's own builder (train/setup.py: same optimizer, sharding rules, loss
-settings, batch dtypes), lowers it with abstract sharded inputs of the config's widest batch (prompt widths at
-their budgets, completion at distill.max_completion_tokens) and compiles it. Reports per-device memory (arguments, temporaries, outputs)
-and FLOPs; a configuration error (mesh size, rules, batch sizes that do not divide) fails here.
-Devices: `--topology` compiles for a TPU slice through JAX's AOT topology API (needs libtpu, no TPU);
-otherwise this machine's devices, and on a CPU a mesh larger than the visible devices re-runs itself
-with that many host devices. `--model` is a preset name (random-weight shapes); default: the model
-config of config.model.path (a HF folder or a caopd-jax checkpoint/run; nothing is loaded but its config).
+The target is `--topology` (a TPU slice, compiled through JAX's AOT topology API: needs libtpu, no TPU; BUILD.md),
+else the config's `target` (a TPU topology name, "gpu:N" or "cpu"; "" = this machine), else this machine's
+devices (on a CPU a mesh larger than the visible devices re-runs itself with that many host devices). It settles
+train.remat / micro_batch_size as a run would (train/memory_plan.py: auto compiles candidates), compiles the chosen
+training step with the trainer's own builder (train/setup.py) at the widest prompt rungs, and the sampler's prefill
+and decode (rollout/sampler.compile_for) at the rollout batch; then prints per device: arguments, temporaries and
+their total against the device's memory (hardware.py) less memory_plan.HEADROOM, the step's FLOPs, its time at the
+devices' peak and its MFU ceiling. Exit status 2 with a one-line error when the step or the sampler does not fit.
+
+`--model` is a preset name (random-weight shapes); default: the model config of config.model.path (a HF folder or
+a caopd-jax checkpoint/run; nothing is loaded but its config). FLOPs are counted from the shapes (step_flops):
+the model's (student forward + backward, teacher forward) and those executed (plus recomputation). The MFU ceiling
+is model / executed: what the step would reach if every executed FLOP ran at peak (communication, memory-bound
+work and idle time only lower it): an upper bound for comparing settings, not a measurement.
 """
 
-import json
 import os
 import sys
 import time
@@ -21,6 +27,9 @@ import time
 from caopd_jax.cli import run_main
 from caopd_jax.config_files import parse_args
 from caopd_jax.errors import CaopdError
+from caopd_jax.hardware import GIB
+from caopd_jax.train import memory_plan
+
 
 
 def _option(rest: list, name: str) -> str | None:
@@ -45,48 +54,120 @@ def _model_config(config, preset: str | None):
                    f"checkpoint whose config can be read without loading weights")
 
 
-def compile_report(config, model_config, devices) -> dict:
-  """Compiles the training step of `config` for `devices` (train/setup.py: the trainer's own program, at the widest
-  prompt rungs); returns memory per device, FLOPs and timings."""
-  from caopd_jax.distill.settings import from_config
-  from caopd_jax.train import setup
-  program = setup.build(config, model_config, max(config.train.steps, 1), devices)
-  layout, teacher_width = program.layout, from_config(config)[0].teacher_budget
-  batch = setup.batch_spec(program, config.distill.max_prompt_tokens, teacher_width)
-  started = time.perf_counter()
-  lowered = program.step_fn.lower(setup.abstract_state(program), batch)
-  compiled = lowered.compile()
-  seconds = time.perf_counter() - started
-  memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  gib = lambda n: round(n / 2**30, 3)  # noqa: E731
-  report = {"mesh": str(layout.mesh.shape), "devices": len(layout.mesh.devices.flat),
-            "platform": layout.mesh.devices.flat[0].platform, "compile_s": round(seconds, 1),
-            "params": model_config.num_params(), "flops_per_device": (cost or {}).get("flops")}
-  if memory is not None:
-    report.update(argument_gib=gib(memory.argument_size_in_bytes), temp_gib=gib(memory.temp_size_in_bytes),
-                  output_gib=gib(memory.output_size_in_bytes),
-                  total_gib=gib(memory.argument_size_in_bytes + memory.temp_size_in_bytes))
-  return report
-
-
-def _devices(topology: str | None, mesh_size: int, argv: list):
+def _device_bytes(shapes, shardings) -> int:
+  """Per-device bytes of a tree of ShapeDtypeStructs laid out by a matching tree of shardings."""
   import jax
-  if topology:
+  import numpy as np
+  return sum(int(np.prod(s.shard_shape(x.shape))) * x.dtype.itemsize
+             for x, s in zip(jax.tree.leaves(shapes), jax.tree.leaves(shardings)))
+
+
+def step_flops(config, model_config) -> dict:
+  """FLOPs of one optimizer step (all devices), counted from the shapes (XLA's cost analysis counts a loop's body
+  once, not per iteration): "model" (student forward + backward over prompt and completion, 3 x 2 FLOPs per
+  multiply-add, the loss head on the completion only; the teacher's forward) and "executed" (plus the student's
+  layers' forward again under remat=layers; dots keeps the matmul outputs)."""
+  from caopd_jax.distill.settings import from_config
+  c = model_config
+  body = c.num_layers * (c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+                         + 3 * c.hidden_size * c.intermediate_size)          # multiply-adds per token
+  completion = config.distill.max_completion_tokens
+  sequences = config.train.batch_size
+
+  def forward(prompt):   # FLOPs of one forward over `sequences` of prompt + completion: (layers, loss head)
+    length = prompt + completion
+    attention = c.num_layers * c.num_heads * c.head_dim * length * length   # causal: half of 2 x 2 x L^2 MACs
+    return sequences * (2 * body * length + 2 * attention), sequences * 2 * c.hidden_size * c.vocab_size * completion
+
+  student, teacher = forward(config.distill.max_prompt_tokens), forward(from_config(config)[0].teacher_budget)
+  model = 3 * sum(student) + sum(teacher)
+  return {"model": model, "executed": model + (student[0] if config.train.remat == "layers" else 0)}
+
+
+def compile_report(config, model_config, devices, say=print) -> dict:
+  """Settles the memory settings of `config` for `devices` (memory_plan), compiles its training step and sampler
+  there, and returns per-device memory (bytes), FLOPs, the MFU bound and compile times (`table` prints them)."""
+  from caopd_jax import hardware
+  from caopd_jax.rollout import sampler
+  from caopd_jax.train import setup
+  config, plan = memory_plan.resolve(config, model_config, devices, say=say)
+  program = setup.build(config, model_config, max(config.train.steps, 1), devices)
+  chip = hardware.chip_of(devices[0])
+  started = time.perf_counter()
+  step = setup.compile_step(program, config)
+  step_seconds = time.perf_counter() - started
+  r = config.rollout
+  settings = sampler.Settings(r.num_samples, config.distill.max_completion_tokens, float(r.temperature), r.top_k,
+                              float(r.top_p), (0,))
+  started = time.perf_counter()
+  prefill, decode = sampler.compile_for(model_config, setup.abstract_state(program).student, program.layout,
+                                        settings, r.prompts_per_step, config.distill.max_prompt_tokens,
+                                        devices[0].platform)
+  sampler_seconds = time.perf_counter() - started
+  # while sampling, the whole train state stays resident; the sampler's own arguments hold the student's params
+  resident = (_device_bytes(program.state_shapes, program.shardings)
+              - _device_bytes(program.state_shapes.student, program.shardings.student))
+  flops = step_flops(config, model_config)
+  return {"mesh": dict(program.layout.mesh.shape), "devices": len(devices), "chip": chip.name,
+          "device_memory": chip.hbm_bytes, "budget": int(chip.hbm_bytes * (1 - memory_plan.HEADROOM)),
+          "remat": config.train.remat, "micro_batch_size": config.train.micro_batch_size, "plan": plan.summary(),
+          "params": model_config.num_params(), "step": memory_plan.footprint(step),
+          "sampler": {name: {**memory_plan.footprint(c), "total": memory_plan.footprint(c)["total"] + resident}
+                      for name, c in (("prefill", prefill), ("decode", decode))},
+          "flops": flops, "peak_flops": chip.peak_flops * len(devices),
+          "compile_s": {"step": round(step_seconds, 1), "sampler": round(sampler_seconds, 1)}}
+
+
+def table(report: dict) -> str:
+  """The report as a text table: per-device GiB of each program against the usable memory."""
+  budget = report["budget"]
+  rows = [("training step", report["step"]), ("sampler prefill", report["sampler"]["prefill"]),
+          ("sampler decode", report["sampler"]["decode"])]
+  lines = [f"{report['chip']} x {report['devices']} (mesh {report['mesh']}), {report['params'] / 1e9:.2f}B params; "
+           f"{report['plan']}",
+           f"{'program':<17}{'arguments':>11}{'temporaries':>13}{'total':>9}{'usable':>9}   per device, GiB",
+           *(f"{name:<17}{m['arguments'] / GIB:>11.2f}{m['temporaries'] / GIB:>13.2f}{m['total'] / GIB:>9.2f}"
+             f"{budget / GIB:>9.2f}   {'fits' if m['total'] <= budget else 'DOES NOT FIT'}" for name, m in rows),
+           _flops_line(report),
+           f"compile: {report['compile_s']['step']} s (step), {report['compile_s']['sampler']} s (sampler)"]
+  return "\n".join(lines)
+
+
+def _flops_line(report: dict) -> str:
+  """Model FLOPs per step, the step's time at the devices' peak, and the MFU ceiling (module docstring)."""
+  flops = report["flops"]
+  line = f"step: {flops['model'] / 1e15:.2f} PFLOP (model)"
+  if report["peak_flops"]:
+    line += (f", {flops['executed'] / report['peak_flops']:.2f} s at peak; MFU ceiling "
+             f"{flops['model'] / flops['executed']:.0%} (recomputation only)")
+  return line
+
+
+def target_devices(target: str, mesh_size: int, argv: list):
+  """The devices of a target: a TPU topology name (JAX's AOT topology API; needs libtpu), "gpu:N" (this machine's
+  first N GPUs), "cpu", or "" (this machine's devices; on a CPU, `mesh_size` host devices by re-running)."""
+  import jax
+  if target.startswith("gpu"):
+    wanted = int(target.partition(":")[2] or 1)
+    gpus = jax.devices("gpu") if jax.default_backend() == "gpu" else []
+    if len(gpus) < wanted:
+      raise CaopdError(f"target {target}: this machine has {len(gpus)} GPU(s); check this config on a host with "
+                       f"{wanted}, or pass --topology=... to check a TPU slice instead")
+    return gpus[:wanted]
+  if target and target != "cpu":
     from jax.experimental import topologies
     try:
-      return topologies.get_topology_desc(topology_name=topology, platform="tpu").devices
-    except Exception as e:  # no libtpu here
-      raise CaopdError(f"--topology={topology}: JAX cannot describe this TPU topology here ({e}); install libtpu "
-                       "(pip install 'jax[tpu]') on this machine, or check without --topology") from e
+      return topologies.get_topology_desc(topology_name=target, platform="tpu").devices
+    except Exception as e:  # no libtpu here, or an unknown name
+      raise CaopdError(f"TPU topology {target!r}: JAX cannot describe it here ({e}); install libtpu (BUILD.md, "
+                       "'TPU without a TPU'), and name a slice like v5p:2x2x1, v5e:4x4 or v6e:2x2") from e
   if jax.default_backend() == "cpu" and jax.device_count() < mesh_size:
     if os.environ.get("CAOPD_AOT_REEXEC"):
       raise CaopdError(f"the mesh needs {mesh_size} devices and this CPU shows {jax.device_count()}")
     env = dict(os.environ, CAOPD_AOT_REEXEC="1",
                XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={mesh_size}")
     os.execve(sys.executable, [sys.executable, "-m", "caopd_jax.train.aot", *argv], env)
-  return jax.devices()
+  return jax.devices("cpu") if target == "cpu" else jax.devices()
 
 
 def main(argv=None) -> int:
@@ -98,9 +179,17 @@ def main(argv=None) -> int:
                      "--model=PRESET, --topology=NAME")
   from caopd_jax.sharding.mesh import requested_spec
   spec = requested_spec(config.mesh)
-  devices = _devices(topology, spec.size if spec else 1, argv)
+  devices = target_devices(topology or config.target, spec.size if spec else 1, argv)
+  print(f"checking {topology or config.target or 'this machine'}: {len(devices)} x {devices[0].device_kind}",
+        flush=True)
   report = compile_report(config, _model_config(config, preset), devices)
-  print(json.dumps(report, indent=2))
+  print(table(report))
+  over = [name for name, m in (("the training step", report["step"]), ("the sampler's prefill",
+          report["sampler"]["prefill"]), ("the sampler's decode", report["sampler"]["decode"]))
+          if m["total"] > report["budget"]]
+  if over:
+    raise CaopdError(f"{' and '.join(over)} do(es) not fit {report['chip']}: see the table; use more devices, "
+                     "shorter sequences or fewer rollouts per step (rollout.prompts_per_step, num_samples)")
   return 0
 
 

@@ -37,6 +37,9 @@ def default_config() -> ml_collections.ConfigDict:
   # "1" (one device), "auto" (all devices: FSDP; data across processes), "data:2,fsdp:4,tensor:1" (sizes multiply
   # to the device count), or a preset name of caopd_jax/sharding/mesh.py PRESETS
   c.mesh = "1"                      # device mesh (see above)
+  # the hardware the config is sized for, which `python -m caopd_jax.train.aot` checks it fits: a TPU slice as
+  # JAX names its topologies ("v5p:4x4x2" is a v5p-64), "gpu:N" (N GPUs of one host), "cpu", or "" (unstated)
+  c.target = ""                     # (see above)
   c.sharding = ml_collections.ConfigDict()
   c.sharding.rules = ""             # changes to sharding/rules.py DEFAULT_RULES, e.g. "vocab=,embed=fsdp+tensor"
 
@@ -97,8 +100,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100               # optimizer steps; -1 = data.num_epochs passes (at least one) over the usable data
   c.train.batch_size = 32           # sequences per optimizer step; divides prompts_per_step * num_samples
-  c.train.micro_batch_size = 8      # sequences per forward/backward (gradient accumulation); divides batch_size
-  c.train.remat = "none"            # none | layers (recompute each layer in the backward: far less memory) | dots
+  # sequences per forward/backward (gradient accumulation), a divisor of batch_size; 0 = auto: the largest that fits
+  c.train.micro_batch_size = 0      # the devices' memory with the least recomputation (train/memory_plan.py)
+  # auto (the least recomputation that fits: train/memory_plan.py) | none | dots (keep matmul outputs) | layers
+  # (recompute each layer in the backward: least memory)
+  c.train.remat = "auto"            # (see above)
   # prompt widths are padded up to one of this many evenly spaced widths (up to each side's budget), so the step
   # compiles at most this number squared times (student x teacher width) and the sampler this many times
   c.train.prompt_buckets = 4        # width rungs per side (see above)
@@ -133,7 +139,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "model.teacher_dtype", config.model.teacher_dtype, DTYPES)
   _choice(config, "distill.divergence", config.distill.divergence, DIVERGENCES)
   _choice(config, "distill.token_stats", config.distill.token_stats, TOKEN_STATS)
-  _choice(config, "train.remat", config.train.remat, REMAT)
+  _choice(config, "train.remat", config.train.remat, ("auto",) + REMAT)
   _choice(config, "distill.teacher_mode", config.distill.teacher_mode, TEACHER_MODES)
   _choice(config, "distill.no_correct_policy", config.distill.no_correct_policy, NO_CORRECT_POLICIES)
   _choice(config, "distill.overlong_prompts", config.distill.overlong_prompts, OVERLONG_POLICIES)
@@ -147,7 +153,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CaopdError("config.model.path is empty: set it to the starting weights (HF folder, .gguf or checkpoint)")
   positive = {"rollout.prompts_per_step": config.rollout.prompts_per_step, "rollout.num_samples":
               config.rollout.num_samples, "train.prompt_buckets": config.train.prompt_buckets, "train.batch_size":
-              config.train.batch_size, "train.micro_batch_size": config.train.micro_batch_size,
+              config.train.batch_size,
               "checkpoint.every": config.checkpoint.every, "checkpoint.keep": config.checkpoint.keep,
               "distill.max_prompt_tokens": config.distill.max_prompt_tokens,
               "distill.max_completion_tokens": config.distill.max_completion_tokens,
@@ -175,9 +181,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if rows % config.train.batch_size:
     raise CaopdError(f"config.train.batch_size={config.train.batch_size} must divide rollout.prompts_per_step x "
                      f"rollout.num_samples = {config.rollout.prompts_per_step} x {config.rollout.num_samples} = {rows}")
-  if config.train.batch_size % config.train.micro_batch_size:
+  if config.train.micro_batch_size < 0 or (config.train.micro_batch_size
+                                           and config.train.batch_size % config.train.micro_batch_size):
     raise CaopdError(f"config.train.micro_batch_size={config.train.micro_batch_size} must divide "
-                     f"train.batch_size={config.train.batch_size}")
+                     f"train.batch_size={config.train.batch_size} (or be 0: auto)")
   if not 0 < config.distill.teacher_ema <= 1:
     raise CaopdError(f"config.distill.teacher_ema must be in (0, 1], got {config.distill.teacher_ema}")
   if config.distill.divergence == "jsd" and not 0 < config.distill.alpha < 1:
@@ -233,10 +240,11 @@ def paper_config(model_name: str, dataset: str, steps: int = -1) -> ml_collectio
   runs/<dataset>-<model_name>.
   """
   c = default_config()
+  c.target, c.mesh = "v5p:4x4x2", "auto"   # a v5p-64: 32 chips, FSDP over all (python -m caopd_jax.train.aot)
   c.model.dtype = "bfloat16"
   c.data.name, c.data.split, c.data.num_epochs = dataset, "train", 1
   c.distill.divergence = "forward_kl"  # the reference trainer's default alpha = 0
-  c.train.steps, c.train.micro_batch_size = steps, 4
+  c.train.steps = steps
   c.train.output_dir = f"runs/{dataset}-{model_name}"
   c.checkpoint.every = 50
   return c

@@ -33,7 +33,7 @@ from caopd_jax.eval.core import evaluate
 from caopd_jax.files import write_json
 from caopd_jax.sharding.distributed import to_host
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.train import setup
+from caopd_jax.train import memory_plan, setup
 from caopd_jax.train.checkpoint import RunCheckpoints, check_output_dir, check_resumable
 from caopd_jax.train.config import validate
 from caopd_jax.train.logger import COUNTS, RunLogger
@@ -153,7 +153,9 @@ def train(config) -> TrainResult:
   held_out = _held_out(config)
   student_rungs = width_rungs(d.max_prompt_tokens, config.train.prompt_buckets)
   teacher_rungs = width_rungs(distill.teacher_budget, config.train.prompt_buckets)
-  program = setup.build(config, model_config, total)
+  planned, memory = memory_plan.resolve(config, model_config, jax.devices(), config.train.output_dir,
+                                       say=lambda text: print(text, flush=True) if primary else None, save=primary)
+  program = setup.build(planned, model_config, total)
   layout = program.layout
   state = setup.initial_state(program, params)
   del params
@@ -174,6 +176,7 @@ def train(config) -> TrainResult:
                      primary=primary)
   logger.message(f"{total:,} optimizer steps" + (" (train.steps=-1: sized from the data)"
                                                  if config.train.steps == -1 else ""))
+  logger.message(memory.summary())
   if resumed is not None:
     logger.message(f"resumed {run_dir} at step {step}")
   compiled = set()   # (student width, teacher width) of every step program compiled so far

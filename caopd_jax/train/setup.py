@@ -7,6 +7,9 @@ benchmark times is the one a run executes.
     state = initial_state(program, params)                     # step 0, placed on the mesh
     state, metrics = program.step_fn(state, batch)             # batch: LossBatch, placed rows (place_batch)
     program.step_fn.lower(abstract_state(program), batch_spec(program, student_width, teacher_width))
+    compile_step(program, config)                              # the same, compiled at the widest rungs
+
+train.remat=auto / micro_batch_size=0 are settled before build (train/memory_plan.py).
 """
 
 from typing import Callable, NamedTuple
@@ -16,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from caopd_jax import models
+from caopd_jax import hardware, models
 from caopd_jax.distill import settings as distill_settings
 from caopd_jax.distill.loss import BATCH_DTYPES, LossBatch
 from caopd_jax.distill.settings import LossSettings
@@ -50,6 +53,8 @@ def build(config, model_config: ModelConfig, total_steps: int, devices=None) -> 
   """The program of `config` (a validated train config) for `model_config`, scheduled over `total_steps`; `devices`:
   the devices of the mesh (default: this process's JAX devices; a TPU topology's for an AOT compile)."""
   o = config.optim
+  if config.train.remat == "auto" or config.train.micro_batch_size == 0:
+    raise ValueError("train.remat / micro_batch_size are auto: settle them first (train/memory_plan.resolve)")
   layout = Layout(make_mesh(config.mesh, devices), rules_from_config(config))
   schedule = learning_rate_schedule(o.lr, total_steps, o.warmup_fraction)
   optimizer = make_optimizer(o.lr, total_steps, warmup_fraction=o.warmup_fraction, weight_decay=o.weight_decay,
@@ -58,7 +63,9 @@ def build(config, model_config: ModelConfig, total_steps: int, devices=None) -> 
   params = models.param_shapes(model_config, jnp.dtype(config.model.dtype))
   shapes = jax.eval_shape(lambda p: init_state(p, optimizer, teacher_dtype), params)
   shardings = state_shardings(layout, model_config, shapes)
-  loss = distill_settings.from_config(config)[1]
+  device = layout.mesh.devices.flat[0]
+  loss = distill_settings.from_config(config)[1]._replace(platform=device.platform,
+                                                          vmem_limit=hardware.chip_of(device).vmem_limit)
   step_fn = make_train_step(model_config, loss, optimizer, schedule, config.distill.teacher_ema,
                             config.train.batch_size // config.train.micro_batch_size, layout, shardings)
   return Program(layout, optimizer, schedule, loss, shapes, shardings, step_fn, config.train.batch_size,
@@ -85,6 +92,13 @@ def batch_spec(program: Program, student_width: int, teacher_width: int) -> Loss
       ("student", "teacher")) else program.completion)
   return LossBatch(**{name: jax.ShapeDtypeStruct(shape(name), dtype, sharding=rows)
                       for name, dtype in BATCH_DTYPES._asdict().items()})
+
+
+def compile_step(program: Program, config):
+  """The step compiled ahead of time at the widest prompt rungs of `config` (the most memory a run's step needs)."""
+  teacher_width = distill_settings.from_config(config)[0].teacher_budget
+  return program.step_fn.lower(abstract_state(program),
+                               batch_spec(program, config.distill.max_prompt_tokens, teacher_width)).compile()
 
 
 def place_batch(program: Program, batch: LossBatch) -> LossBatch:

@@ -3,7 +3,7 @@ per-device memory of the training step and the sampler, FLOPs, the MFU ceiling a
 (caopd_jax.train.aot's report). TPU targets need libtpu (.venv-tpu, BUILD.md); GPU targets run where that many
 GPUs are (elsewhere their rows say so). Compile-time figures, not measurements on the target.
 
-    JAX_PLATFORMS=cpu .venv-tpu/bin/python bench/config_fit.py [--only paper] [--out table.md]
+    JAX_PLATFORMS=cpu .venv-tpu/bin/python bench/config_fit.py [--only paper] [--output table.md]
     python bench/config_fit.py --only smollm2_arith          # on a GPU host, for the gpu:1 target
 """
 
@@ -60,12 +60,12 @@ def _shown(line: str) -> str:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--only", default="", help="check only the configs whose name contains this")
-  parser.add_argument("--out", default="")
+  parser.add_argument("--output", default="", help="also write the table to this markdown file")
   args = parser.parse_args(argv)
   print("\n".join(HEADER), flush=True)
   lines = HEADER + [_shown(row(name, preset)) for name, preset in SHIPPED if args.only in name]
-  if args.out:
-    write_lines(args.out, lines)
+  if args.output:
+    write_lines(args.output, lines)
   return 0
 
 

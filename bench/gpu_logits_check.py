@@ -12,10 +12,10 @@ Per model and compared run (reference: CPU float32), over real (unpadded) positi
 
 Compared runs: gpu_bf16; gpu_f32 at matmul precision 'highest' (scoped with
 `jax.default_matmul_precision`, so the bf16 runs are untouched); gpu_f32 at the
-default precision (TF32 may be used there); cpu_bf16 (with --cpu-bf16 or --cpu-only).
---cpu-only skips the accelerator (a quick check of the script itself).
+default precision (TF32 may be used there); cpu_bf16 (with --cpu_bf16 or --cpu_only).
+--cpu_only skips the accelerator (a quick check of the script itself).
 
-    PYTHONPATH=. python bench/gpu_logits_check.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out results.json
+    PYTHONPATH=. python bench/gpu_logits_check.py --gguf SmolLM2-135M-Instruct.Q4_1.gguf --output results.json
 """
 
 import argparse
@@ -105,16 +105,16 @@ def environment(gpu) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--gguf", help="SmolLM2-135M-Instruct GGUF file (left out: SmolLM2 is skipped)")
-  parser.add_argument("--out", required=True, help="JSON results path")
-  parser.add_argument("--cpu-only", action="store_true", help="skip the accelerator; compare CPU bf16 vs CPU f32")
-  parser.add_argument("--cpu-bf16", action="store_true", help="also compare CPU bf16 vs CPU f32")
-  parser.add_argument("--skip-qwen", action="store_true", help="only SmolLM2")
+  parser.add_argument("--output", required=True, help="JSON results path")
+  parser.add_argument("--cpu_only", action="store_true", help="skip the accelerator; compare CPU bf16 vs CPU f32")
+  parser.add_argument("--cpu_bf16", action="store_true", help="also compare CPU bf16 vs CPU f32")
+  parser.add_argument("--skip_qwen", action="store_true", help="only SmolLM2")
   args = parser.parse_args()
 
   cpu = jax.devices("cpu")[0]
   gpu = None if args.cpu_only else jax.devices()[0]
   if gpu is not None and gpu.platform == "cpu":
-    raise SystemExit("no accelerator found; use --cpu-only")
+    raise SystemExit("no accelerator found; use --cpu_only")
   env = environment(gpu)
   print(json.dumps(env, indent=1), flush=True)
 
@@ -145,10 +145,10 @@ def main() -> None:
     for run, m in res["runs"].items():
       print(f"{res['model'][:38]:38} {run:16} {m['max_abs_diff']:10.4g} {m['rel_max_abs_diff']:10.3g} "
             f"{m['top1_agreement']:7.2%} {m['mean_kl']:10.3g} {m['max_kl']:10.3g} {m['seconds_incl_compile']:6.1f}")
-  with open(args.out, "w") as f:
+  with open(args.output, "w") as f:
     json.dump({"environment": env, "batch": BATCH, "seq": SEQ, "pad_row": PAD_ROW, "pad_len": PAD_LEN,
                "results": results}, f, indent=1)
-  print(f"\nwrote {args.out}")
+  print(f"\nwrote {args.output}")
 
 
 if __name__ == "__main__":

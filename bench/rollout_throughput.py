@@ -1,6 +1,6 @@
 """Rollout (sampling) throughput of `caopd_jax.rollout.sample` against the decode roofline.
 
-    python bench/rollout_throughput.py --model qwen3-0.6b --batch 64 256 --prompt 128 --new 256 --json out.json
+    python bench/rollout_throughput.py --model qwen3-0.6b --batch 64 256 --prompt 128 --new 256 --output out.json
     python bench/rollout_throughput.py --model qwen3-8b --mesh=data:4 --batch 256   # 4 GPUs, weights replicated
 
 Random weights of a preset shape (bf16, or `--dtype float32`); prompts of random tokens, all `--prompt` long;
@@ -69,7 +69,7 @@ def main():
                       help="K: prompts = batch / K, each prefilled once and sampled K times")
   parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="weight dtype")
   parser.add_argument("--mesh", default="1", help="as for training: 1, auto, data:4, fsdp:4, ...")
-  parser.add_argument("--json", default=None)
+  parser.add_argument("--output", default=None, help="also write the results as JSON to this file")
   args = parser.parse_args()
   config = models.preset(args.model)
   layout = Layout(make_mesh(args.mesh))
@@ -85,8 +85,8 @@ def main():
       print(f"{args.model} mesh {args.mesh} batch {batch:4d} K={k}: {r['tokens_per_s']:10,.0f} tok/s  ({r['seconds']:.2f} s; first call, compiling, {r['first_call_seconds']:.1f} s; "
             f"{100 * r['fraction_of_roofline']:.0f}% of the {r['roofline_tokens_per_s']:,.0f} tok/s roofline)",
             flush=True)
-  if args.json:
-    with open(args.json, "w") as f:
+  if args.output:
+    with open(args.output, "w") as f:
       json.dump(results, f, indent=1)
 
 

@@ -7,7 +7,7 @@
 Parts: `step` (bench/train_step.py: one CaOPD training step, teacher included, per token-stats
 backend), `rollout` (bench/rollout_throughput.py: K=8 sampling at batch 64 and 256 on --rollout_mesh),
 `kernel` (kernels/token_stats_bench.py time: the loss head alone at the model's hidden size). Raw JSON
-lines go to --out (default bench/last_run.jsonl).
+lines go to --output (default bench/last_run.jsonl).
 """
 
 import argparse
@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _run(args: list) -> list[dict]:
-  """JSON objects printed by a bench script (one per line, or its --json file)."""
+  """JSON objects printed by a bench script (one per line, or its --output file)."""
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(HERE),
                                                                    os.environ.get("PYTHONPATH")])))
   out = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
@@ -41,7 +41,7 @@ def main():
   p.add_argument("--completion", type=int, default=512)
   p.add_argument("--micro_batches", type=int, default=1)
   p.add_argument("--remat", default="none", choices=["none", "layers", "dots"])
-  p.add_argument("--out", default=os.path.join(HERE, "last_run.jsonl"))
+  p.add_argument("--output", default=os.path.join(HERE, "last_run.jsonl"))
   args = p.parse_args()
   rows = []
   if "step" in args.parts:
@@ -53,7 +53,7 @@ def main():
   if "rollout" in args.parts:
     out = os.path.join(HERE, ".rollout.json")
     _run([os.path.join(HERE, "rollout_throughput.py"), "--model", args.model, "--mesh", args.rollout_mesh or args.mesh,
-          "--samples_per_prompt", "8", "--json", out])
+          "--samples_per_prompt", "8", "--output", out])
     if os.path.exists(out):
       result = json.load(open(out))
       rows += [dict(part="rollout", mesh=result["mesh"], **r) for r in result["runs"]]
@@ -63,7 +63,7 @@ def main():
     rows += [dict(part="kernel", **r) for r in _run([os.path.join(HERE, "..", "kernels", "token_stats_bench.py"), "time", "--rows", "8192",
                                                      "--dims", str(models.preset(args.model).hidden_size)])
              if "impl" in r or "error" in r]
-  with open(args.out, "w") as f:
+  with open(args.output, "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
   print("| part | what | time | throughput | MFU / TFLOP/s | peak GiB |\n|---|---|---:|---:|---:|---:|")
   for r in rows:

@@ -3,7 +3,7 @@
 picks another, e.g. the default sampled_token estimator: every token taken as sampled, no support cut), a teacher
 forward without gradient, AdamW, bf16 weights.
 
-    python bench/train_step.py --model qwen3-0.6b --token_stats pallas --json out.json
+    python bench/train_step.py --model qwen3-0.6b --token_stats pallas --output out.json
     python bench/train_step.py --model qwen3-8b --mesh=fsdp:2 --batch 16 --prompt 1024 --teacher_prompt 1024 \
         --completion 1024 --micro_batches 8
 
@@ -73,7 +73,7 @@ def main():
   p.add_argument("--profile", default=None, metavar="DIR",
                  help="after timing, trace 2 more steps into DIR and add GPU time by kernel kind "
                  "(bench/trace_summary.py)")
-  p.add_argument("--json", default=None)
+  p.add_argument("--output", default=None, help="also write the results as JSON to this file")
   args = p.parse_args()
   config = models.preset(args.model)
   program = setup.build(bench_config(args), config, 1000)
@@ -116,8 +116,8 @@ def main():
     out["profile"] = summarize(args.profile, steps=2)
     print(table(out["profile"]), flush=True)
   print(json.dumps(out), flush=True)
-  if args.json:
-    with open(args.json, "w") as f:
+  if args.output:
+    with open(args.output, "w") as f:
       json.dump(out, f, indent=2)
 
 

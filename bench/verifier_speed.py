@@ -1,6 +1,6 @@
 """Time per character of the rollout readers (verifiers, parsers, the paper protocol's rules) on degenerate text.
 
-    python bench/verifier_speed.py [--sizes 10000,100000,1000000] [--json out.json]
+    python bench/verifier_speed.py [--sizes 10000,100000,1000000] [--output out.json]
 
 For each degenerate pattern (unclosed tags, deep brackets, long digit runs, long confidence values) repeated to
 each size, every reader of tests/test_verifier_totality.py reads the text; the table gives the slowest reader's
@@ -45,7 +45,7 @@ def slowest_us_per_char(text: str) -> tuple[float, str]:
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--sizes", default="10000,100000,1000000")
-  p.add_argument("--json", default=None)
+  p.add_argument("--output", default=None, help="also write the results as JSON to this file")
   args = p.parse_args()
   sizes = [int(s) for s in args.sizes.split(",")]
   rows = []
@@ -58,8 +58,8 @@ def main():
                  "slowest": [f[1] for f in figures], "ratio": ratio})
     cells = " | ".join(f"{us:.3f} ({name})" for us, name in figures)
     print(f"| {pattern} | {cells} | {ratio:.2f} |", flush=True)
-  if args.json:
-    with open(args.json, "w") as f:
+  if args.output:
+    with open(args.output, "w") as f:
       json.dump(rows, f, indent=1)
 
 

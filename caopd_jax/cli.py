@@ -16,4 +16,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     sys.exit(130)
+  except BrokenPipeError:          # output piped into `head` and the like, which stopped reading
+    sys.stderr.close()
+    sys.exit(0)
   sys.exit(code or 0)

@@ -1,4 +1,4 @@
-"""Accuracy and calibration metrics over per-example correctness c in {0, 1} and stated confidence p (CAOPD.md 8).
+"""Accuracy and calibration metrics over per-example correctness c in {0, 1} and stated confidence p (docs/CAOPD.md 8).
 
   accuracy            mean c
   brier               mean (p - c)^2; reliability = 1 - brier

@@ -25,7 +25,9 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 DATA_REPORT = "data_report.json"
 MEMORY_PLAN = "memory_plan.json"
-ENTRIES = (CONFIG, MODEL_CONFIG, TOKENIZER, CHECKPOINTS, DAMAGED, METRICS, TENSORBOARD, DATA_REPORT, MEMORY_PLAN)
+SAMPLES = "samples.jsonl"
+ENTRIES = (CONFIG, MODEL_CONFIG, TOKENIZER, CHECKPOINTS, DAMAGED, METRICS, TENSORBOARD, DATA_REPORT, MEMORY_PLAN,
+           SAMPLES)
 
 
 def read_metrics_file(path: str) -> tuple[list[dict], str | None]:

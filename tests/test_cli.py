@@ -65,7 +65,8 @@ def test_generate_cli_batches_prompts_and_samples(smollm2_gguf):
 def test_cli_errors_are_one_line_without_traceback(tmp_path):
   result = _run("caopd_jax.convert", "/no/such/model.gguf", str(tmp_path / "x"), "--to", "hf", check=False)
   assert result.returncode == 2
-  assert result.stderr.strip() == "error: model path /no/such/model.gguf does not exist"
+  assert result.stderr.strip() == (
+      "error: model path /no/such/model.gguf does not exist (a Hugging Face Hub id reads owner/name)")
   assert not (tmp_path / "x").exists()
 
   result = _run("caopd_jax.generate", "--model", str(tmp_path), "--prompt", "hi", check=False)

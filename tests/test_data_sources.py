@@ -11,6 +11,7 @@ from caopd_jax.calibration.verifiers import get_verifier
 from caopd_jax.data import arithmetic, sources
 from caopd_jax.data.example import Example
 from caopd_jax.distill import prompts
+from caopd_jax.distill.prompts import PromptConfig, student_messages
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from paper_fixtures import write_save_to_disk
 
@@ -221,12 +222,31 @@ def test_jsonl_reads_the_documented_schema(tmp_path):
   assert c.answer == [{"Action": "f", "Action_Input": '{"k": 1}'}]
 
 
+def test_jsonl_rows_may_carry_a_multi_turn_conversation(tmp_path):
+  """`messages` instead of `question`: the student's prompt is the conversation (with the confidence instruction
+  added to its system message and the few-shot turns after it), its last user turn the question."""
+  turns = [{"role": "system", "content": "You add numbers."}, {"role": "user", "content": "What is 1 + 1?"},
+           {"role": "assistant", "content": "<answer>2</answer>"}, {"role": "user", "content": "And 2 + 3?"}]
+  path = write_jsonl(tmp_path / "chat.jsonl", [json.dumps({"messages": turns, "answer": 5, "verifier": "arithmetic"})])
+  (example,) = sources.load_examples(path)
+  assert (example.question, example.system, example.answer) == ("And 2 + 3?", "You add numbers.", 5)
+  student = student_messages(example, PromptConfig(fewshot=()))
+  assert [m["role"] for m in student] == ["system", "user", "assistant", "user"]
+  assert student[0]["content"].startswith("You add numbers.\n\n") and "Confidence:" in student[0]["content"]
+  assert [m["content"] for m in student[1:]] == ["What is 1 + 1?", "<answer>2</answer>", "And 2 + 3?"]
+
+
 @pytest.mark.parametrize("line, message", [
     ('{"question": "q", "answer": 1', "line 2 is not valid JSON"),
     ('{"question": "q", "answer": "A"}', "line 2: required field 'verifier'"),
     ('{"question": "q", "answer": "A", "verifier": "essay"}', "line 2: field 'verifier' is 'essay'"),
     ('{"question": "q", "answer": "7", "verifier": "arithmetic"}', "line 2: field 'answer' must be an integer"),
     ('["q"]', "line 2: expected a JSON object"),
+    ('{"answer": 7, "verifier": "arithmetic"}', "line 2: required field 'question' \\(or 'messages'\\) is missing"),
+    ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "7"}], "answer": 7, '
+     '"verifier": "arithmetic"}', "line 2: field 'messages' must end with the user's turn"),
+    ('{"messages": [{"role": "tool", "content": "q"}], "answer": 7, "verifier": "arithmetic"}',
+     "line 2: field 'messages\\[0\\]' must be"),
     ('{"question": "q \\ud83d", "answer": "A", "verifier": "mcq"}', "line 2: field 'question' holds a lone surrogate"),
     ('{"question": "q", "answer": [{"Action": "f", "Action_Input": "\\udc00"}], "verifier": "tooluse"}',
      "line 2: field 'answer\\[0\\].Action_Input' holds a lone surrogate"),

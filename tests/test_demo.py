@@ -24,6 +24,8 @@ def test_fast_demo_runs_every_stage(tmp_path):
   folder = tmp_path / "demo-fast"
   for stage in ("[1/4] base model", "[2/4] OPD", "[3/4] CaOPD", "[4/4] evaluating"):
     assert stage in result.stdout
+  assert "demo.fast: every stage with a tiny budget, to check the plumbing; the metrics it prints mean nothing" in (
+      result.stdout)
   table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
   assert [row.split("|")[1].strip() for row in table] == ["model", "base", "OPD", "CaOPD"] * 2  # greedy, sampled
   assert "ECE" in table[0] and "AUROC" in table[0]

@@ -17,10 +17,13 @@ import matplotlib.image
 import pytest
 
 from caopd_jax import models, weights
+from caopd_jax.data.sources import load_examples
+from caopd_jax.distill.prompts import PromptConfig
 from caopd_jax.errors import CaopdError, InputNotFoundError
 from caopd_jax.eval.__main__ import _decoding, _parser
 from caopd_jax.eval.__main__ import main as eval_main
 from caopd_jax.eval.compare import main as compare_main
+from caopd_jax.eval.core import longest_prompt
 from caopd_jax.eval.protocols import PROTOCOLS
 from caopd_jax.tokenizers.characters import character_tokenizer
 from test_eval_protocols import REFERENCE_ENV, assert_reference_values_equal
@@ -103,7 +106,24 @@ def test_science_format_inference_file(tiny_model, tmp_path):
 def test_decoding_defaults_per_protocol(argv, expected):
   """paper: greedy, 2048 new tokens on science and 1024 elsewhere; strict: temperature 1.0, 1024; flags override."""
   args = _parser().parse_args(["--model", "m", "--dataset", "science", "--output", "o", *argv])
-  assert _decoding(args, PROTOCOLS[args.protocol], args.dataset) == expected
+  assert _decoding(args, PROTOCOLS[args.protocol], args.dataset, 4096) == expected
+
+
+def test_the_default_new_tokens_fit_the_models_context(tmp_path, capsys):
+  """A model with a 1,000-token context (the demo's has 1,024, the paper protocol's default is 1,024 new tokens):
+  as documented, eval runs without --max_new_tokens and takes what the context leaves after the longest prompt."""
+  tokenizer = character_tokenizer()
+  config = models.ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
+                              num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, tie_embeddings=True,
+                              max_position_embeddings=1000, eos_token_ids=(tokenizer.eos_id,))
+  weights.save(str(tmp_path / "short"), config, models.init(config, jax.random.key(0)), tokenizer=tokenizer)
+  out = tmp_path / "out"
+  assert eval_main(["--model", str(tmp_path / "short"), "--dataset", "arithmetic", "--output", str(out), "--greedy",
+                    "--limit", "2", "--no_progress"]) == 0
+  new_tokens = _read(out)[1]["decoding"]["max_new_tokens"]
+  examples = load_examples("arithmetic", "eval", num_examples=500, seed=0, difficulty=[1, 2])[:2]
+  assert new_tokens == 1000 - longest_prompt(tokenizer, examples, PromptConfig()) and 0 < new_tokens < 1000
+  assert f"max_new_tokens: {new_tokens}, what the model's context leaves" in capsys.readouterr().out
 
 
 def test_prompts_from_a_training_config_file(tiny_model, tmp_path):

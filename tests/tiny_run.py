@@ -1,6 +1,6 @@
 """A tiny training setup for end-to-end tests of the trainer: a random 1-layer character-level model saved as an
 Orbax checkpoint and a config file (the demo's wording, tiny budgets: 8 steps of 2 prompts x 4 rollouts, a
-checkpoint every 2 steps), run through `python -m caopd_jax.train` in subprocesses, as a user does."""
+checkpoint every 2 steps, rollouts shown every 4), run through `python -m caopd_jax.train` in subprocesses, as a user does."""
 
 import os
 import subprocess
@@ -31,6 +31,7 @@ def get_config():
   c.checkpoint.every, c.checkpoint.keep = 2, 3
   c.eval.every, c.eval.limit = 4, 4
   c.log.progress = False
+  c.log.samples_every = 4
   return c
 '''
 

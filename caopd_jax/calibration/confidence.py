@@ -1,4 +1,4 @@
-"""Reading and writing the `Confidence:` value of a completion (CAOPD.md section 7).
+"""Reading and writing the `Confidence:` value of a completion (docs/CAOPD.md section 7).
 
 Parsing (`parse_confidence`) takes the LAST `Confidence: <value>` in the text
 (case-insensitive; markdown bold such as `**Confidence:** 0.8` is accepted) and,
@@ -20,7 +20,7 @@ merely clips `Confidence: v` lines, so `Confidence: 70%` or `Confidence: 7` scor
 parse identically in both.
 
 Formatting (`format_fraction`, `format_confidence`) writes two decimals rounded
-HALF-UP, never half-even (CAOPD.md section 10): 1/8 -> "0.13", 3/8 -> "0.38",
+HALF-UP, never half-even (docs/CAOPD.md section 10): 1/8 -> "0.13", 3/8 -> "0.38",
 5/8 -> "0.63", 7/8 -> "0.88". `format_fraction` rounds the exact rational
 correct/k with integer arithmetic, so no float error can move a tie.
 """

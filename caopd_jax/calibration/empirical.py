@@ -1,4 +1,4 @@
-"""Empirical confidence of a prompt from its K verified rollouts (CAOPD.md section 4 step 2).
+"""Empirical confidence of a prompt from its K verified rollouts (docs/CAOPD.md section 4 step 2).
 
 P_acc = (#correct rollouts) / K, the rollout accuracy of the prompt; its
 two-decimal string (rounded half-up, `format_fraction`) is the CaOPD target.

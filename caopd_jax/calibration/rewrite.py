@@ -1,4 +1,4 @@
-"""CaOPD target replacement (CAOPD.md section 4 step 3): the `Confidence:` value becomes P_acc.
+"""CaOPD target replacement (docs/CAOPD.md section 4 step 3): the `Confidence:` value becomes P_acc.
 
 Text level, for the teacher side and for checks:
   strip_confidence(text)            everything from the first `Confidence:` key on removed, trailing space trimmed

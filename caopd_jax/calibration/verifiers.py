@@ -1,4 +1,4 @@
-"""Task verifiers: `verify(completion_text, ground_truth) -> bool`, by name (CAOPD.md section 6).
+"""Task verifiers: `verify(completion_text, ground_truth) -> bool`, by name (docs/CAOPD.md section 6).
 
 Verifiers only read text with regular expressions and `json.loads`; nothing in a
 completion is ever executed. They are total: any string in, a bool (parsers: a value or None) out, never an

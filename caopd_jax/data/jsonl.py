@@ -1,6 +1,8 @@
 """JSONL task files: one JSON object per line (blank lines skipped), each an Example.
 
-    question      str, required: the user-facing question
+    question      str: the user-facing question; or
+    messages      a list of {"role": system | user | assistant, "content": str}, the last the user's: a multi-turn
+                  prompt (its first system message is the system prompt; the last user message is the question)
     answer        required: a str letter (mcq), an int (arithmetic), a list of {Action, Action_Input} (tooluse;
                   a non-string Action_Input is JSON-encoded)
     verifier      required: mcq | tooluse | arithmetic
@@ -53,17 +55,42 @@ def _jsonl_example(row, where: str, default_id: str, task: str) -> Example:
   if not isinstance(row, dict):
     raise CaopdError(f"{where}: expected a JSON object, got {type(row).__name__}")
   _check_unicode(row, where)
-  for name in ("question", "answer", "verifier"):
+  if row.get("question") is None and row.get("messages") is None:
+    raise CaopdError(f"{where}: required field 'question' (or 'messages') is missing; each line needs question or "
+                     "messages, answer, verifier")
+  for name in ("answer", "verifier"):
     if row.get(name) is None:
-      raise CaopdError(f"{where}: required field '{name}' is missing; each line needs question, answer, verifier")
+      raise CaopdError(f"{where}: required field '{name}' is missing; each line needs question or messages, answer, "
+                       "verifier")
   if row["verifier"] not in VERIFIERS:
     raise CaopdError(f"{where}: field 'verifier' is {row['verifier']!r}; use one of {sorted(VERIFIERS)}")
   for name in ("question", "demonstration", "system", "id"):
     if name in row and not isinstance(row[name], str | None):
       raise CaopdError(f"{where}: field '{name}' must be a string, got {type(row[name]).__name__}")
-  return Example(id=row.get("id") or default_id, question=row["question"],
+  messages = _messages(row["messages"], where) if row.get("messages") is not None else None
+  question = row["question"] if messages is None else next(m["content"] for m in reversed(messages)
+                                                           if m["role"] == "user")
+  system = row.get("system") if messages is None else next((m["content"] for m in messages
+                                                            if m["role"] == "system"), None)
+  return Example(id=row.get("id") or default_id, question=question,
                  answer=_jsonl_answer(row["answer"], row["verifier"], where), verifier=row["verifier"], task=task,
-                 system=row.get("system"), demonstration=row.get("demonstration"))
+                 system=system, demonstration=row.get("demonstration"), messages=messages)
+
+
+def _messages(value, where: str) -> tuple[dict, ...]:
+  """The {role, content} turns of a row's `messages`, checked: roles system / user / assistant, string contents,
+  the last turn the user's (the student answers it)."""
+  if not isinstance(value, list) or not value:
+    raise CaopdError(f"{where}: field 'messages' must be a non-empty list of {{\"role\", \"content\"}} objects")
+  for k, m in enumerate(value):
+    if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") or not isinstance(
+        m.get("content"), str):
+      raise CaopdError(f"{where}: field 'messages[{k}]' must be {{\"role\": system | user | assistant, "
+                       f"\"content\": str}}, got {m!r}"[:300])
+  if value[-1]["role"] != "user":
+    raise CaopdError(f"{where}: field 'messages' must end with the user's turn (the student answers it), not "
+                     f"{value[-1]['role']!r}")
+  return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
 def read_jsonl(path: str) -> list[Example]:

@@ -15,7 +15,7 @@ Sources:
                       demonstration without such a one-letter tag is an error naming file and row (a silent
                       skip would change the training set unseen). The reference reads the absent `answer`
                       column as "", scores every science rollout wrong and trains toward P_acc = 0.00 on
-                      every question (CAOPD.md section 10); reading the gold letter from the demonstration
+                      every question (docs/CAOPD.md section 10); reading the gold letter from the demonstration
                       fixes that. A file with both science schemas' columns is read as science eval.
       tooluse (eval and train): `prompt` (str: tools, format, `Begin!` line, question), `name`,
                       `description`, `nl_documentation`, `instruction`, `golden_answer` (list of {Action,
@@ -82,8 +82,8 @@ def dataset_folder(name: str, split: str, data_dir: str | None = None) -> str:
   raise InputNotFoundError(
       f"dataset '{name}' split '{split}': neither {os.path.abspath(looked[0])} nor {os.path.abspath(looked[1])} "
       f"exists (data root {os.path.abspath(root)}, {origin}). Put the save_to_disk folder there, or point to the "
-      f"data root with ${DATA_DIR_ENV} or the train config's data.data_dir; {PAPER_SETS}, and that data/ folder "
-      "works as the data root")
+      f"data root with ${DATA_DIR_ENV}, the train config's data.data_dir or eval's --data_dir; {PAPER_SETS}, and "
+      "that data/ folder works as the data root")
 
 
 def with_confidence_line(text: str) -> str:

@@ -63,6 +63,8 @@ def run_demo(config) -> dict:
   config = copy.deepcopy(config)
   if config.demo.fast:
     _apply_fast(config)
+    print("demo.fast: every stage with a tiny budget, to check the plumbing; the metrics it prints mean nothing "
+          "(a 20-step base model answers at random). Drop --config.demo.fast for the real demo.", flush=True)
   out = config.demo.output_dir
   prompts = PromptConfig(**config.prompts.to_dict())
   base = _base_model(config, prompts)

@@ -1,4 +1,4 @@
-"""Student and teacher chat messages for an Example (CAOPD.md sections 2, 4, 5).
+"""Student and teacher chat messages for an Example (docs/CAOPD.md sections 2, 4, 5).
 
 Student: the source's messages (or [system, user(question)]) with the confidence instruction added:
   mcq / arithmetic  appended to the system message, which states the answer format (the

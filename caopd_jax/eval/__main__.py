@@ -41,11 +41,14 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--protocol", default="paper", choices=list(PROTOCOLS), help="scoring rules and decoding defaults: "
                  "paper (the reference's eval, greedy) or strict (our verifiers, temperature 1.0); default paper")
   p.add_argument("--split", default="eval", help="split of a named dataset (default: eval)")
+  p.add_argument("--data_dir", default=None, help="root of the named datasets (science, tooluse): the reference "
+                 "repository's data/ folder or ours; default $CAOPD_DATA_DIR, else ./data")
   p.add_argument("--output", required=True, help="folder for inference.json, metrics.json, reliability.png")
   p.add_argument("--num_samples", type=int, default=1, help="completions per example (K)")
   p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the protocol's)")
   p.add_argument("--greedy", action="store_true", help="greedy decoding (the paper protocol's default); K=1")
-  p.add_argument("--max_new_tokens", type=int, default=None, help="default: the protocol's for the dataset")
+  p.add_argument("--max_new_tokens", type=int, default=None, help="default: the protocol's for the dataset, at most "
+                 "what the model's context leaves after the longest prompt")
   p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
   p.add_argument("--batch_size", type=int, default=64, help="examples per rollout batch")
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -74,8 +77,9 @@ def _prompt_config(model: str, config_file: str | None):
   return PromptConfig()
 
 
-def _decoding(args, protocol: Protocol, task: str) -> tuple[float, int]:
-  """(temperature, max_new_tokens): the flags where given, else the protocol's defaults for `task`."""
+def _decoding(args, protocol: Protocol, task: str, room: int) -> tuple[float, int]:
+  """(temperature, max_new_tokens): the flags where given, else the protocol's defaults for `task`, the new tokens
+  capped at `room` (the model's context less the longest prompt) with a note."""
   if args.greedy and args.temperature is not None:
     raise CaopdError("--greedy means temperature 0; give --greedy or --temperature, not both")
   temperature = 0.0 if args.greedy else protocol.temperature if args.temperature is None else args.temperature
@@ -84,7 +88,15 @@ def _decoding(args, protocol: Protocol, task: str) -> tuple[float, int]:
            else f"the {protocol.name} protocol's default")
     raise CaopdError(f"greedy decoding ({how}) gives one completion per example; give --temperature T to sample "
                      f"--num_samples {args.num_samples}, or drop --num_samples")
-  return temperature, args.max_new_tokens or protocol.new_tokens(task)
+  if args.max_new_tokens:
+    return temperature, args.max_new_tokens
+  if room < 1:
+    raise CaopdError(f"the longest prompt leaves no room for new tokens in the model's context ({room} tokens "
+                     "left); use shorter prompts (--prompts) or a model with a longer context")
+  if room < protocol.new_tokens(task):
+    print(f"max_new_tokens: {room}, what the model's context leaves after the longest prompt (the {protocol.name} "
+          f"protocol's default is {protocol.new_tokens(task)}; --max_new_tokens sets it)")
+  return temperature, min(room, protocol.new_tokens(task))
 
 
 def _score(args, protocol: Protocol) -> int:
@@ -120,18 +132,20 @@ def main(argv=None) -> int:
   import jax.numpy as jnp
   from caopd_jax import weights
   from caopd_jax.data.sources import load_examples
-  from caopd_jax.eval.core import evaluate
+  from caopd_jax.eval.core import evaluate, longest_prompt
   from caopd_jax.tokenizers import load_tokenizer
   try:
     levels = [int(level) for level in args.difficulty.split(",")]
   except ValueError:
     raise CaopdError(f"--difficulty={args.difficulty!r}: give levels like 1 or 1,2") from None
   examples = load_examples(args.dataset, args.split, num_examples=args.arithmetic_examples, seed=args.seed,
-                           difficulty=levels)[:args.limit]
-  temperature, max_new_tokens = _decoding(args, protocol, examples[0].task if examples else args.dataset)
+                           difficulty=levels, data_dir=args.data_dir)[:args.limit]
   config, params = weights.load(args.model, jnp.dtype(args.dtype), args.step)
   tokenizer = load_tokenizer(weights.tokenizer_path(args.model, args.step))
-  records, summary = evaluate(config, params, tokenizer, examples, _prompt_config(args.model, args.prompts),
+  prompts = _prompt_config(args.model, args.prompts)
+  room = config.max_position_embeddings - longest_prompt(tokenizer, examples, prompts)
+  temperature, max_new_tokens = _decoding(args, protocol, examples[0].task if examples else args.dataset, room)
+  records, summary = evaluate(config, params, tokenizer, examples, prompts,
                               max_new_tokens=max_new_tokens, num_samples=args.num_samples, temperature=temperature,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
                               protocol=protocol.name)

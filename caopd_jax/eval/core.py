@@ -24,6 +24,11 @@ from caopd_jax.models.config import ModelConfig
 from caopd_jax.tokenizers.base import Tokenizer
 
 
+def longest_prompt(tokenizer: Tokenizer, examples: Sequence[Example], prompts: PromptConfig) -> int:
+  """Tokens of the longest student prompt of `examples` (as evaluate renders them)."""
+  return max((len(tokenizer.encode(render(tokenizer, student_messages(ex, prompts)))) for ex in examples), default=0)
+
+
 def evaluate(config: ModelConfig, params, tokenizer: Tokenizer, examples: Sequence[Example], prompts: PromptConfig,
              *, max_new_tokens: int, num_samples: int = 1, temperature: float = 0.0, batch_size: int = 64,
              seed: int = 0, progress: bool = True, layout=None, protocol: str = "paper") -> tuple[list[dict], dict]:

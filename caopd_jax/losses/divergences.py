@@ -1,4 +1,4 @@
-"""Per-token distillation divergences and the masked token mean (CAOPD.md section 1).
+"""Per-token distillation divergences and the masked token mean (docs/CAOPD.md section 1).
 
 Directions are named from the student's point of view (p_s student, p_t teacher):
   forward_kl  = KL(p_t || p_s) = sum_v p_t (log p_t - log p_s)   (mode-covering)

@@ -3,8 +3,10 @@
 Trains (or resumes, if train.output_dir holds a run with the same config) and prints the run folder. Exit
 status: 0 when the run reached train.steps; 143 (SIGTERM) or 130 (SIGINT) when a signal stopped it early after
 saving (run the same command to resume); 2 for an error the message explains.
-`--print_config` prints the resolved config and exits. On several hosts every process runs the same
-command; `jax.distributed` starts from the environment (sharding/distributed.py, launch/README.md).
+`--print_config` prints the resolved config and exits; `--help` (with --config: every field, its value and
+meaning) prints the usage. On several hosts every process runs the same command; `jax.distributed` starts from
+the environment (sharding/distributed.py; README.md, "Meshes, multi-GPU and TPU pods"). From Python:
+caopd_jax.train.train(config).
 """
 
 import signal
@@ -16,7 +18,8 @@ from caopd_jax.errors import CaopdError
 
 
 def main(argv=None) -> int:
-  config, rest = parse_args(sys.argv[1:] if argv is None else argv)
+  from caopd_jax.train.config import field_notes
+  config, rest = parse_args(sys.argv[1:] if argv is None else argv, usage=__doc__, notes=field_notes())
   if rest == ["--print_config"]:
     print(config)
     return 0

@@ -172,7 +172,9 @@ def target_devices(target: str, mesh_size: int, argv: list):
 
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  config, rest = parse_args(argv)
+  from caopd_jax.train.config import field_notes
+  config, rest = parse_args(argv, usage=__doc__ + "\nflags: --model=PRESET, --topology=NAME (e.g. v5p:4x4x2)",
+                            notes=field_notes())
   preset, topology = _option(rest, "model"), _option(rest, "topology")
   if rest:
     raise CaopdError(f"unknown arguments {rest}; use --config=FILE, --config.FIELD=VALUE, --mesh=..., "

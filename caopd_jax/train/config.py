@@ -11,10 +11,11 @@ A config file is a Python file whose `get_config()` returns `default_config()` w
 The returned ConfigDict is locked: assigning a key that does not exist fails with a close-match
 suggestion, and a value of the wrong type fails. `validate` then checks choices and the
 relations between fields (batch sizes, budgets) before anything is loaded or compiled.
-Defaults are the CaOPD reference's (CAOPD.md section 9) unless a comment says otherwise.
+Defaults are the CaOPD reference's (docs/CAOPD.md section 9) unless a comment says otherwise.
 """
 
 import dataclasses
+import inspect
 import math
 
 import ml_collections
@@ -22,12 +23,18 @@ import ml_collections
 from caopd_jax.distill.settings import (DIVERGENCES, NO_CORRECT_POLICIES, OVERLONG_POLICIES, REMAT, TEACHER_MODES,
                                        sampler_cuts_support)
 from caopd_jax.distill.prompts import PromptConfig
+from caopd_jax import config_files
 from caopd_jax.errors import CaopdError
 from caopd_jax.kernels.registry import NAMES as TOKEN_STATS
 from caopd_jax.sharding.mesh import AXES, parse_mesh
 from caopd_jax.sharding.rules import DEFAULT_RULES
 
 DTYPES = ("float32", "bfloat16")
+
+
+def field_notes() -> dict:
+  """{dotted field: its documentation} from default_config's comments (config_files.field_notes), for --help."""
+  return config_files.field_notes(inspect.getsource(default_config))
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -93,9 +100,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.warmup_fraction = 0.1     # linear warmup over this fraction of train.steps, then cosine to 0
   c.optim.weight_decay = 0.0        # AdamW decoupled weight decay
   c.optim.clip_norm = 1.0           # global gradient-norm clip
-  c.optim.b1 = 0.9                  # Adam moment decay rates and epsilon
-  c.optim.b2 = 0.999
-  c.optim.eps = 1e-8                # (b2 and eps: see b1)
+  c.optim.b1 = 0.9                  # Adam's first-moment decay rate
+  c.optim.b2 = 0.999                # Adam's second-moment decay rate
+  c.optim.eps = 1e-8                # Adam's epsilon
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100               # optimizer steps; -1 = data.num_epochs passes (at least one) over the usable data
@@ -124,6 +131,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict()
   c.log.tensorboard = True          # tensorboardX event files under output_dir/tensorboard
   c.log.progress = True             # console progress bar
+  # every N optimizer steps (0 = off), log.samples of the iteration's rollouts with their verdict, target and stated
+  # confidence to RUN/samples.jsonl, TensorBoard text and the console (train/samples.py)
+  c.log.samples_every = 25          # (see above)
+  c.log.samples = 2                 # rollouts per sampling (see samples_every)
   c.lock()
   return c
 
@@ -202,6 +213,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise CaopdError(f"config.optim.warmup_fraction must be in [0, 1), got {config.optim.warmup_fraction}")
   if not 0 < config.rollout.top_p <= 1 or config.rollout.top_k < 0 or config.rollout.temperature < 0:
     raise CaopdError("config.rollout needs 0 < top_p <= 1, top_k >= 0 and temperature >= 0")
+  if config.log.samples_every < 0 or config.log.samples < 0:
+    raise CaopdError(f"config.log needs samples_every >= 0 and samples >= 0, got {config.log.samples_every}, "
+                     f"{config.log.samples}")
   if config.eval.every < 0 or config.eval.limit < 1:
     raise CaopdError(f"config.eval needs every >= 0 and limit >= 1, got {config.eval.every}, {config.eval.limit}")
   if config.data.num_epochs < 0:
@@ -231,7 +245,7 @@ def rules_from_config(config) -> tuple:
 
 
 def paper_config(model_name: str, dataset: str, steps: int = -1) -> ml_collections.ConfigDict:
-  """The CaOPD reference's recipe (CAOPD.md section 9) for a 7-8B model on `dataset` (science or tooluse).
+  """The CaOPD reference's recipe (docs/CAOPD.md section 9) for a 7-8B model on `dataset` (science or tooluse).
 
   bf16 student, K=8 rollouts of 4 prompts = 32 sequences per optimizer step, lr 2e-5, 1024-token
   prompts and completions, first 3 completion tokens skipped, teacher EMA 0.01; one epoch: `steps` -1 sizes the

@@ -1,4 +1,5 @@
-"""Per-step metrics to three places: RUN/metrics.jsonl, tensorboardX scalars, and a console progress bar.
+"""Per-step metrics to three places: RUN/metrics.jsonl, tensorboardX scalars, and a console progress bar; and
+now and then a few rollouts (samples.jsonl, TensorBoard text, the console: train/samples.py).
 
 metrics.jsonl has one JSON object per optimizer step ({"step": N, "loss": ..., ...}); on resume
 the lines past the restored step (logged after the last checkpoint, to be recomputed) are
@@ -16,9 +17,10 @@ from caopd_jax import run_folder
 from caopd_jax.errors import CaopdError
 from caopd_jax.files import atomic_file
 
-# (metric key, short label) shown on the progress bar; the policy counts only when they are not 0.
+# (metric key, short label) shown on the progress bar; the policy counts only when they are not 0. kl_est is the
+# sampled-token Monte Carlo estimate of KL(student || teacher): a mean over sampled tokens, which can be negative.
 HEADLINE = (("train/loss", "loss"), ("rollout/accuracy", "acc"), ("rollout/mean_confidence", "conf"),
-            ("train/kl_estimate", "kl"))
+            ("train/kl_estimate", "kl_est"))
 COUNTS = (("rollout/failed_prompts", "failed"), ("rollout/truncated_prompts", "cut"),
           ("rollout/no_correct_fallback", "fallback"), ("rollout/skipped_no_correct", "skipped"),
           ("rollout/truncated_body", "body_cut"), ("rollout/teacher_cut", "teacher_cut"),
@@ -82,6 +84,18 @@ class RunLogger:
         f.truncate(size)
         raise CaopdError(f"could not append to {self.path}: {error.strerror or error}; the file is as it was before "
                          "this step. Free space, then run the same command again to resume") from None
+
+  def samples(self, records: list[dict]) -> None:
+    """Writes rollouts for people (train/samples.py records) to samples.jsonl, TensorBoard text and the console."""
+    if not self.primary or not records:
+      return
+    from caopd_jax.train.samples import as_markdown, one_line
+    with open(os.path.join(os.path.dirname(self.path), run_folder.SAMPLES), "a") as f:
+      f.writelines(json.dumps(record) + "\n" for record in records)
+    if self.writer is not None:
+      self.writer.add_text("rollouts", as_markdown(records), records[0]["step"])
+    for record in records:
+      self.message(one_line(record))
 
   def message(self, text: str) -> None:
     """Prints a line without breaking the progress bar (primary process only)."""

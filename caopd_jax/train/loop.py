@@ -33,7 +33,7 @@ from caopd_jax.eval.core import evaluate
 from caopd_jax.files import write_json
 from caopd_jax.sharding.distributed import to_host
 from caopd_jax.tokenizers import load_tokenizer
-from caopd_jax.train import memory_plan, setup
+from caopd_jax.train import memory_plan, samples, setup
 from caopd_jax.train.checkpoint import RunCheckpoints, check_output_dir, check_resumable
 from caopd_jax.train.config import validate
 from caopd_jax.train.logger import COUNTS, RunLogger
@@ -174,12 +174,19 @@ def train(config) -> TrainResult:
   step = int(to_host(state.step))
   logger = RunLogger(run_dir, total, step, tensorboard=config.log.tensorboard, progress=config.log.progress,
                      primary=primary)
+  devices = layout.mesh.devices.flat
+  logger.message(f"run folder {os.path.abspath(run_dir)}: {model_config.family}, "
+                 f"{model_config.num_params() / 1e9:.2f}B params from {config.model.path} ({config.model.dtype}); "
+                 f"mesh {dict(layout.mesh.shape)} on {layout.mesh.size} x {devices[0].device_kind}; per iteration "
+                 f"{config.rollout.prompts_per_step} prompts x {config.rollout.num_samples} rollouts "
+                 f"(CaOPD {'on' if d.calibrate else 'off: plain OPD'}), steps of {config.train.batch_size} sequences")
   logger.message(f"{total:,} optimizer steps" + (" (train.steps=-1: sized from the data)"
                                                  if config.train.steps == -1 else ""))
   logger.message(memory.summary())
   if resumed is not None:
     logger.message(f"resumed {run_dir} at step {step}")
   compiled = set()   # (student width, teacher width) of every step program compiled so far
+  sampled_widths = set()   # prompt widths the sampler has compiled for
   rows = config.rollout.prompts_per_step * config.rollout.num_samples
   pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
   saved = step
@@ -195,12 +202,21 @@ def train(config) -> TrainResult:
             break
           started = time.perf_counter()
           prompts, shared = share_prompts(example_batch, tokenizer, distill)   # this process's, everyone's
+          width = bucket(max(map(len, shared.ids)), student_rungs)
+          new_width = width not in sampled_widths
+          if new_width:
+            sampled_widths.add(width)
+            logger.message(f"step {step + 1}: sampling {rows} rollouts; the sampler compiles for prompt width {width} "
+                           f"on this first call ({len(sampled_widths)} of at most {len(student_rungs)})")
           rollouts = rollout.sample(
               model_config, state.student, shared.ids, jax.random.fold_in(jax.random.key(config.seed), step),
               num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
               temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
               stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout,
-              prompt_width=bucket(max(map(len, shared.ids)), student_rungs))
+              prompt_width=width)
+          if new_width:
+            logger.message(f"step {step + 1}: rollouts took {time.perf_counter() - started:.1f} s, compilation "
+                           "included")
           batch = share_batch(prompts, shared, rollouts, tokenizer, distill, pad_id)
           for failure in batch.failures:
             logger.message(f"step {step + 1}: a prompt is left out of this batch, its host-side work failed: {failure}")
@@ -240,6 +256,9 @@ def train(config) -> TrainResult:
             logger.log(step, {**{f"train/{k}": v for k, v in metrics.items() if k != "finite"}, **rollout_metrics,
                               "speed/train_tokens_per_s": student_tokens / seconds, "speed/step_time_s": seconds,
                               **evaluated})
+          every = config.log.samples_every
+          if every and (batch_start[0] == 0 or step // every > batch_start[0] // every):
+            logger.samples(samples.pick(rollouts, batch, shared.ids, tokenizer, config.log.samples, step))
           if step // config.checkpoint.every > saved // config.checkpoint.every or step >= total or stop.requested:
             checkpoints.save(state, {"data": data.get_state(), "step": step})
             saved = step

@@ -3,12 +3,13 @@
     config, plan = resolve(config, model_config, devices, run_dir)    # before setup.build
     print(plan.summary())
 
-The choice is the least recomputation (remat none, then dots, then layers) and, with it, the largest micro-batch
-(a divisor of train.batch_size, a multiple of the mesh's batch shards where one is) whose training step fits: per-device bytes from XLA's memory analysis of
-the step compiled for the mesh (setup.compile_step, at the widest prompt rungs: the most memory a run's step needs),
-within the device's memory (hardware.Chip) less HEADROOM. Memory grows with the micro-batch, so for each remat the
-largest micro-batch is tried first, then the smallest, then a bisection between them. A config that fits no
-setting stops here, before any work, naming the bytes needed and available and what to change.
+The choice is the least recomputation (remat none, then dots, then layers) and, with it, the largest micro-batch (a
+divisor of train.batch_size, a multiple of the mesh's batch shards where one is) whose training step fits:
+per-device bytes from XLA's memory analysis of the step compiled for the mesh (setup.compile_step, at the widest
+prompt rungs: the most memory a run's step needs), within the device's memory (hardware.Chip) less HEADROOM. Memory
+grows with the micro-batch, so for each remat the largest micro-batch is tried first, then the smallest, then a
+bisection between them. A config that fits no setting stops here, before any work, naming the bytes needed and
+available and what to change.
 The decision is cached in the run folder (memory_plan.json, keyed by everything it depends on), so a resumed run
 does not compile the candidates again. Fields set explicitly (not auto) are taken as they are, unchecked.
 """
@@ -125,7 +126,8 @@ def micro_batch_sizes(config, devices) -> list[int]:
 
 def choose(config, model_config, devices, measure=step_bytes, say=print) -> MemoryPlan:
   """The plan for `config` on `devices` (module docstring); `measure(config, model_config, devices)` gives a
-  candidate's per-device bytes, or Refused (or None) where the compiler refuses it; `say` gets a line per candidate (compiles take minutes at 8B)."""
+  candidate's per-device bytes, or Refused (or None) where the compiler refuses it; `say` gets a line per candidate
+  (compiles take minutes at 8B)."""
   chip = hardware.chip_of(devices[0])
   if not chip.hbm_bytes:
     raise CaopdError(f"the memory of a '{chip.name}' device is unknown (caopd_jax/hardware.py KNOWN), so "
@@ -163,8 +165,9 @@ def choose(config, model_config, devices, measure=step_bytes, say=print) -> Memo
 def _unfit_message(config, plan: MemoryPlan, chip) -> str:
   remat, size, used, refused = plan.tried[-1]
   return (f"the training step does not fit the devices ({len(plan.tried)} setting(s) tried): the most frugal, "
-          f"train.remat={remat} with train.micro_batch_size={size}, is {_describe(used, refused)} per device; {chip.name} has "
-          f"{chip.hbm_bytes / GIB:.2f} GiB, {plan.budget / GIB:.2f} GiB usable ({HEADROOM:.0%} kept as headroom). "
+          f"train.remat={remat} with train.micro_batch_size={size}, is {_describe(used, refused)} per device; "
+          f"{chip.name} has {chip.hbm_bytes / GIB:.2f} GiB, {plan.budget / GIB:.2f} GiB usable ({HEADROOM:.0%} kept as "
+          "headroom). "
           f"Use more devices (a larger mesh or slice: --mesh), shorter sequences (distill.max_prompt_tokens="
           f"{config.distill.max_prompt_tokens}, distill.max_completion_tokens={config.distill.max_completion_tokens}), "
           f"a smaller train.batch_size ({config.train.batch_size}), or model.teacher_dtype=bfloat16")

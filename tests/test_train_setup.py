@@ -22,7 +22,7 @@ def test_the_compile_check_lowers_the_program_a_run_executes(tiny_run, tmp_path,
   """The first step of a real run (one width rung, so the run's batch has the widest prompts): its state and batch
   have the avals and shardings of setup.abstract_state / batch_spec, and the AOT check's lowering of the program is
   the run's, text for text. Before: aot.py built its own optimizer (no b1/b2/eps) and fed integer masks."""
-  config_file, _, _ = tiny_run
+  config_file = tiny_run[0]
   config = load_file(config_file)
   config.train.output_dir, config.train.steps, config.train.prompt_buckets = str(tmp_path / "run"), 1, 1
   config.eval.every, config.optim.b1, config.optim.eps = 0, 0.8, 1e-6   # a run's own optimizer settings

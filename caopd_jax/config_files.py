@@ -25,11 +25,16 @@ from caopd_jax.errors import CaopdError, InputNotFoundError
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
+def _split(path: str) -> tuple[str, str | None]:
+  """(the Python file, the get_config argument or None) of a `FILE.py[:ARG]` config argument."""
+  path, colon, arg = path.partition(".py:")
+  return (path + ".py", arg) if colon else (path, None)
+
+
 def load_file(path: str) -> ml_collections.ConfigDict:
   """The ConfigDict that `get_config()` in the Python file `path` returns; `FILE.py:ARG` calls get_config(ARG)
   (ml-collections' convention: one file for a family of configs, e.g. configs/paper.py:qwen3-8b,science)."""
-  path, colon, arg = path.partition(".py:")
-  path += ".py" if colon else ""
+  path, arg = _split(path)
   if not os.path.isfile(path):
     raise InputNotFoundError(f"config file {path} does not exist")
   spec = importlib.util.spec_from_file_location(f"_caopd_config_{abs(hash(path))}", path)
@@ -38,7 +43,7 @@ def load_file(path: str) -> ml_collections.ConfigDict:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
       raise CaopdError(f"config file {path} has no get_config() function")
-    config = module.get_config(arg) if colon else module.get_config()
+    config = module.get_config() if arg is None else module.get_config(arg)
   except (AttributeError, TypeError, KeyError) as e:
     raise CaopdError(f"config file {path}: {_message(e)}") from None
   if not isinstance(config, ml_collections.ConfigDict):
@@ -210,7 +215,7 @@ def parse_args(argv: Sequence[str], default_file: str | None = None, usage: str 
   for dotted, value in overrides:
     override(config, dotted, value)
   if wants_help:
-    with open(path.partition(".py:")[0] + (".py" if ".py:" in path else "")) as f:
+    with open(_split(path)[0]) as f:
       own = field_notes(f.read())           # the file's own comments (e.g. configs/demo.py's demo.* fields)
     print(help_text(usage, config, path, {**(notes or {}), **own}))
     raise SystemExit(0)

@@ -22,7 +22,7 @@ GPUS=${GPUS:-}
 MODELS=${MODELS:-"base opd caopd_demo caopd_solution"}
 CFG=configs/smollm2_arith.py
 [ "${DRY_RUN:-0}" = 1 ] || mkdir -p "$OUT/logs"
-GGUF=${GGUF:-$($PY -c "import importlib.util as u; s = u.spec_from_file_location('c', '$CFG'); m = u.module_from_spec(s); s.loader.exec_module(m); print(m.smollm2_gguf())")}
+GGUF=${GGUF:-$($PY -c "from caopd_jax import weights; print(weights.smollm2_gguf())")}
 
 run() {  # print the command (DRY_RUN=1) or run it and report its wall-clock time
   if [ "${DRY_RUN:-0}" = 1 ]; then echo "$*"; return; fi

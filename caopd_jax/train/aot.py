@@ -42,15 +42,17 @@ def _option(rest: list, name: str) -> str | None:
 
 def _model_config(config, preset: str | None):
   from caopd_jax import models
-  from caopd_jax.weights import hf_checkpoint, orbax_checkpoint
+  from caopd_jax.weights import gguf_checkpoint, hf_checkpoint, orbax_checkpoint
   if preset:
     return models.preset(preset)
   path = config.model.path
+  if path and os.path.isfile(path) and path.endswith(".gguf"):
+    return gguf_checkpoint.read_config(gguf_checkpoint.open_reader(path), path)   # metadata only, no weights
   if path and os.path.isdir(path) and hf_checkpoint.is_hf_folder(path):
     return hf_checkpoint.read_config(path)
   if path and os.path.isdir(path) and orbax_checkpoint.is_orbax_checkpoint(path):
     return orbax_checkpoint.read_config(orbax_checkpoint.resolve(path)[0])
-  raise CaopdError(f"--model=PRESET is needed: config.model.path={path!r} is not a HF folder or caopd-jax "
+  raise CaopdError(f"--model=PRESET is needed: config.model.path={path!r} is not a HF folder, GGUF file or caopd-jax "
                    f"checkpoint whose config can be read without loading weights")
 
 

@@ -15,6 +15,7 @@ tokens/s counts prompt + completion tokens of every row per step, as the baselin
 """
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -24,18 +25,29 @@ import numpy as np
 
 from caopd_jax import models
 from caopd_jax.distill.loss import LossBatch
+from caopd_jax.distill.rounding import ROUNDING
 from caopd_jax.distill.settings import DIVERGENCES, REMAT
 from caopd_jax.kernels.registry import NAMES as TOKEN_STATS
 from caopd_jax.train import setup
-from caopd_jax.train.config import default_config
+from caopd_jax.train.config import DTYPES, default_config
 from trace_summary import summarize, table
 
 
+# the fields a benchmark sets; every other field keeps the trainer's default (tests/test_bench_config.py), so the
+# step timed here is the step a run of the same shape takes
+BENCH_FIELDS = ("mesh", "model.dtype", "model.teacher_dtype", "optim.mu_dtype", "train.update_rounding",
+                "distill.token_stats", "distill.divergence", "distill.skip_first_tokens",
+                "distill.max_completion_tokens", "train.remat", "train.steps", "train.batch_size",
+                "train.micro_batch_size", "rollout.prompts_per_step", "rollout.num_samples")
+
+
 def bench_config(args):
-  """The trainer's config for this benchmark: bf16 student and teacher, lr 2e-5 over 1,000 steps, the flags'
-  model-independent settings (the step is then built by train/setup.py, as a run builds it)."""
+  """The trainer's config for this benchmark: a bf16 student, the flags' teacher storage, moments and rounding
+  (the trainer's defaults unless set), lr 2e-5 over 1,000 steps, the flags' model-independent settings (the step
+  is then built by train/setup.py, as a run builds it)."""
   c = default_config()
-  c.mesh, c.model.dtype, c.model.teacher_dtype = args.mesh, "bfloat16", "bfloat16"
+  c.mesh, c.model.dtype, c.model.teacher_dtype = args.mesh, "bfloat16", args.teacher_dtype
+  c.optim.mu_dtype, c.train.update_rounding = args.mu_dtype, args.rounding
   c.distill.token_stats, c.distill.divergence, c.distill.skip_first_tokens = args.token_stats, args.divergence, 0
   c.distill.max_completion_tokens, c.train.remat, c.train.steps = args.completion, args.remat, 1000
   c.train.batch_size, c.train.micro_batch_size = args.batch, args.batch // args.micro_batches
@@ -59,12 +71,19 @@ def random_batch(spec: LossBatch, vocab: int, seed: int = 0) -> LossBatch:
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", default="qwen3-0.6b", choices=sorted(models.PRESETS))
+  p.add_argument("--vocab_size", type=int, default=0, help="the preset's with another vocabulary (0: the preset's)")
   p.add_argument("--token_stats", default="pallas", choices=TOKEN_STATS)
   p.add_argument("--divergence", default="forward_kl", choices=DIVERGENCES)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--micro_batches", type=int, default=1)
   p.add_argument("--remat", default="none", choices=REMAT, help="as config train.remat")
   p.add_argument("--mesh", default="1", help="as for training: 1, auto, data:2,fsdp:4,tensor:1 or a preset")
+  defaults = default_config()
+  p.add_argument("--teacher_dtype", default=defaults.model.teacher_dtype, choices=DTYPES,
+                 help="as config model.teacher_dtype (the EMA teacher's storage; its forward runs in bfloat16)")
+  p.add_argument("--mu_dtype", default=defaults.optim.mu_dtype, choices=DTYPES, help="as config optim.mu_dtype")
+  p.add_argument("--rounding", default=defaults.train.update_rounding, choices=ROUNDING,
+                 help="as config train.update_rounding")
   p.add_argument("--prompt", type=int, default=512)
   p.add_argument("--teacher_prompt", type=int, default=768)
   p.add_argument("--completion", type=int, default=512)
@@ -76,6 +95,8 @@ def main():
   p.add_argument("--output", default=None, help="also write the results as JSON to this file")
   args = p.parse_args()
   config = models.preset(args.model)
+  if args.vocab_size:
+    config = dataclasses.replace(config, vocab_size=args.vocab_size)
   program = setup.build(bench_config(args), config, 1000)
   layout = program.layout
   student = jax.jit(models.init, static_argnums=(0, 2), out_shardings=program.shardings.student)(
@@ -99,8 +120,9 @@ def main():
   teacher_tokens = args.batch * (args.teacher_prompt + args.completion)
   devices = layout.mesh.devices.size
   peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in layout.mesh.devices.flat)
-  out = {"model": args.model, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats,
-         "divergence": args.divergence, "remat": args.remat,
+  out = {"model": args.model, "vocab_size": config.vocab_size, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats,
+         "divergence": args.divergence, "remat": args.remat, "teacher_dtype": args.teacher_dtype,
+         "mu_dtype": args.mu_dtype, "rounding": args.rounding,
          "batch": args.batch, "micro_batches": args.micro_batches, "prompt": args.prompt,
          "teacher_prompt": args.teacher_prompt, "completion": args.completion, "step_s": round(step_s, 4),
          "first_step_s": round(compile_s, 1), "student_tokens_per_s": round(student_tokens / step_s),

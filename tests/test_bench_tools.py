@@ -1,10 +1,13 @@
 """bench/ helpers: trace_summary.py on a hand-written Chrome trace (only GPU stream kernels count, sorted into
-kinds) and scaling_plot.py's weak-scaling efficiencies on hand-computed figures."""
+kinds), scaling_plot.py's weak-scaling efficiencies on hand-computed figures, and iteration.py's split of the
+trainer's own timings."""
 
 import gzip
 import json
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 from scaling_plot import plot  # noqa: E402
@@ -61,3 +64,21 @@ def test_weak_scaling_efficiency_per_series_from_the_smallest_gpu_count(tmp_path
   assert efficiencies == {"m step (fsdp)": [(2, 1.0), (4, 0.9)], "m step (fsdp x tensor)": [(2, 1.0), (4, 1.05)],
                           "m rollouts (data)": [(1, 1.0), (4, 0.95)]}
   assert output.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_iteration_benchmark_splits_the_trainer_s_own_timings(tmp_path, monkeypatch):
+  """bench/iteration.py on a random SmolLM2-shaped model at tiny budgets (CPU): two iterations through the trainer,
+  each the sum of its rollout, host and update seconds; sampling tokens/s = the iteration's completion tokens over
+  its rollout seconds; the first iteration (compiles) reported apart."""
+  from iteration import main as iteration_main
+  monkeypatch.chdir(tmp_path)
+  iteration_main(["--model", "smollm2-135m", "--dtype", "float32", "--prompts", "1", "--samples", "2",
+                  "--prompt_tokens", "256", "--completion_tokens", "16", "--iterations", "2", "--output", "it.json"])
+  out = json.loads((tmp_path / "it.json").read_text())
+  rows = out["iterations"]
+  assert [r["step"] for r in rows] == [1, 2] and out["vocab_size"] == 49152
+  for r in rows:
+    assert r["iteration_s"] == pytest.approx(r["rollout_s"] + r["host_s"] + r["update_s"])
+    assert r["rollout_tokens_per_s"] == pytest.approx(2 * r["mean_completion_tokens"] / r["rollout_s"], rel=1e-6)
+  assert out["first_iteration_s"] == rows[0]["iteration_s"] and out["steady"]["update_s"] == rows[1]["update_s"]

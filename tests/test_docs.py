@@ -46,6 +46,11 @@ COMMANDS = {
     "python -m caopd_jax.train --config=configs/paper.py:qwen3-8b,science --config.model.path=Qwen/Qwen3-8B":
         ("skip", "8B weights from the Hub and the paper's data; Hub ids: tests/test_weights_hub.py, the recipe on its "
                  "target: tests/test_tpu_compile.py"),
+    "python -m caopd_jax.train --config=configs/paper.py:qwen3-8b,science --config.model.path=Qwen/Qwen3-8B --mesh=1 "
+    "--config.target=gpu:1 --config.model.teacher_dtype=bfloat16 --config.optim.mu_dtype=bfloat16 "
+    "--config.train.remat=layers --config.train.micro_batch_size=4":
+        ("skip", "8B weights on an H200; its step and iterations: bench/RESULTS.md; these fields: tests/test_rounding.py, "
+                 "tests/test_train_step.py, tests/test_configs.py"),
     "python -m caopd_jax.train --config=configs/smollm2_arith.py --help":
         ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py --help"),
     "pip install tensorboard && tensorboard --logdir runs/": ("skip", "installs and serves; not a dependency"),
@@ -122,6 +127,9 @@ COMMANDS = {
         ("run", f"python bench/train_step.py --token_stats pallas {TINY_BENCH}"),
     "python bench/train_step.py --model qwen3-0.6b --profile /tmp/prof":   # on a CPU: no GPU kernels to sum
         ("run", f"python bench/train_step.py {TINY_BENCH} --profile prof"),
+    "python bench/iteration.py --model qwen3-0.6b --iterations 4":
+        ("run", "python bench/iteration.py --model smollm2-135m --dtype float32 --prompts 1 --samples 2 "
+                "--prompt_tokens 256 --completion_tokens 16 --iterations 2"),
     "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png":
         ("run", "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png"),
 }
@@ -210,6 +218,8 @@ def test_the_documented_commands_run_in_order(user_folder):
     assert result.returncode == 0, f"{documented}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     if action == "dry":
       assert ("caopd_jax" in result.stdout or "gcloud" in result.stdout), f"{documented}: {result.stdout[-2000:]}"
+    if command.startswith(EIGHT_CPUS):   # rollout.layout=auto decodes on replicated weights, not the FSDP layout
+      assert "rollouts (rollout.layout=auto): weights replicated on each of 8 devices" in result.stdout, result.stdout
     if command.startswith("python -m caopd_jax.demo"):
       os.symlink(user_folder / "runs" / "demo-fast", user_folder / "runs" / "demo")
   for path in ("eval/base/metrics.json", "eval/caopd/reliability.png", "compare.png", "curves.png", "scaling.png",

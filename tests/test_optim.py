@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from caopd_jax.distill.step import ema_update
+from caopd_jax.distill.rounding import ema_update
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
 
 
@@ -37,11 +37,13 @@ def test_clipping_then_adamw_first_step():
 def test_ema_update_hand_computed_and_keeps_dtype():
   teacher = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([4.0], jnp.bfloat16)}
   student = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([0.0], jnp.bfloat16)}
-  out = ema_update(teacher, student, 0.25)
-  np.testing.assert_allclose(np.asarray(out["a"]), [1.5, 1.5])
-  assert out["b"].dtype == jnp.bfloat16 and float(out["b"][0]) == 3.0
-  same = jax.jit(ema_update, static_argnums=2)(teacher, teacher, 0.01)
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), same, teacher)
+  key = jax.random.key(0)
+  for rounding in ("nearest", "stochastic"):   # 3.0 is a bf16 number: both roundings give it exactly
+    out = ema_update(teacher, student, 0.25, key, rounding)
+    np.testing.assert_allclose(np.asarray(out["a"]), [1.5, 1.5])
+    assert out["b"].dtype == jnp.bfloat16 and float(out["b"][0]) == 3.0
+    same = jax.jit(ema_update, static_argnums=(2, 4))(teacher, teacher, 0.01, key, rounding)
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), same, teacher)
 
 
 def test_bad_schedule_arguments():

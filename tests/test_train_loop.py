@@ -73,6 +73,11 @@ def test_the_trainer_says_what_it_does_and_shows_rollouts(tiny_run):
     assert r["correct"] == get_verifier("arithmetic")(r["completion"], answer)
     assert r["stated"] == parse_confidence(r["completion"]) and re.fullmatch(r"[01]\.\d\d", r["target"])
     assert f"step {r['step']} sample: {'right' if r['correct'] else 'wrong'}, target {r['target']}" in out
+  # where each iteration's time went: sampling, host work, the step; tokens per second of sampling
+  for m in (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()):
+    assert m["speed/rollout_s"] > 0 and m["speed/host_s"] > 0 and m["speed/step_time_s"] > 0, m
+    completion_tokens = m["rollout/mean_length"] * 8
+    assert m["speed/rollout_tokens_per_s"] == pytest.approx(completion_tokens / m["speed/rollout_s"], rel=1e-6)
 
 
 def test_sigkill_then_resume_repeats_the_losses_exactly(setup, reference_run):
@@ -190,6 +195,8 @@ def test_resume_with_another_config_is_refused(setup, reference_run):
     ("--config.optim.lr=nan", "config.optim.lr must be > 0, got nan"),
     ("--config.optim.weight_decay=inf", "config.optim.weight_decay = inf is not a finite number"),
     ("--config.distill.overlong_prompts=cut", "distill.overlong_prompts = 'cut' is not one of"),
+    ("--config.optim.mu_dtype=float16", r"config.optim.mu_dtype = 'float16' is not one of \['float32', 'bfloat16'\]"),
+    ("--config.train.update_rounding=up", "config.train.update_rounding = 'up' is not one of"),
 ])
 def test_config_errors(setup, override, message):
   config_file, _ = setup

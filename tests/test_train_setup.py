@@ -4,12 +4,14 @@ get the same program. Checked against what the trainer really feeds its step in 
 import dataclasses
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from caopd_jax import models, weights
 from caopd_jax.config_files import load_file
 from caopd_jax.distill.settings import from_config
+from caopd_jax.errors import CaopdError
 from caopd_jax.train import aot, loop, memory_plan, setup
 from caopd_jax.train.config import default_config
 
@@ -74,6 +76,32 @@ def test_the_benchmark_feeds_the_trainers_batch_dtypes():
   np.testing.assert_array_equal(batch.teacher_tokens[:, -4:], batch.completion)
 
 
+def test_the_benchmark_times_the_trainers_step(monkeypatch):
+  """bench/train_step.py's config is the trainer's default but for BENCH_FIELDS (the shape and the bf16 student),
+  and with its flags' defaults the teacher storage, the Adam moments and the update rounding are the trainer's:
+  the step it times is the step a run of that shape takes (issue 22: the trainer ran a float32 teacher forward
+  that the benchmark never timed)."""
+  import os
+  import sys
+  sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+  import train_step as bench  # noqa: E402
+  from caopd_jax.train.config import flat_items
+  monkeypatch.setattr(sys, "argv", ["train_step.py"])
+  captured = {}
+
+  def stop(config, *args):
+    captured["config"] = config
+    raise SystemExit
+
+  monkeypatch.setattr(bench.setup, "build", stop)
+  with pytest.raises(SystemExit):
+    bench.main()
+  ours, trainer = dict(flat_items(captured["config"].to_dict())), dict(flat_items(default_config().to_dict()))
+  assert {key for key in trainer if ours[key] != trainer[key]} <= set(bench.BENCH_FIELDS)
+  for key in ("model.teacher_dtype", "optim.mu_dtype", "train.update_rounding"):
+    assert ours[key] == trainer[key], key
+
+
 @pytest.mark.parametrize("remat", ["none", "layers"])
 def test_step_flops_match_xla_on_a_program_without_loops(remat):
   """aot.step_flops counts from the shapes because XLA counts a loop body once; with one layer, one micro-batch and
@@ -89,3 +117,13 @@ def test_step_flops_match_xla_on_a_program_without_loops(remat):
   xla = (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
   ours = aot.step_flops(c, model_config)
   assert abs(ours["executed"] - xla) <= 0.05 * xla
+
+
+def test_aot_reads_a_gguf_model_s_shapes_from_its_metadata(smollm2_gguf):
+  """`train.aot --config=configs/smollm2_arith.py` (BUILD.md) needs no --model: the GGUF's header gives the
+  shapes without loading weights, the same config the weights loader builds."""
+  config = ml_collections.ConfigDict({"model": {"path": smollm2_gguf}})
+  assert aot._model_config(config, None) == weights.load(smollm2_gguf)[0]
+  config.model.path = "/nowhere/model.bin"
+  with pytest.raises(CaopdError, match="--model=PRESET is needed"):
+    aot._model_config(config, None)

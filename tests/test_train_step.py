@@ -12,6 +12,7 @@ Checked against what:
   - the `naive` and `xla_chunked` token statistics against each other.
 """
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -25,7 +26,7 @@ import hf_reference
 from caopd_jax import models, weights
 from caopd_jax.distill.loss import LossBatch, micro_batch_loss, normalizers
 from caopd_jax.distill.settings import LossSettings
-from caopd_jax.distill.step import TrainState, make_train_step
+from caopd_jax.distill.step import TrainState, init_state, make_train_step
 from caopd_jax.train.optim import learning_rate_schedule, make_optimizer
 from caopd_jax.weights.hf_layout import hf_from_params
 
@@ -362,6 +363,29 @@ def test_one_step_is_clipped_adamw_of_the_pytorch_gradient_then_ema(pairs):
   for key in ("divergence", "calibration_ce", "entropy", "kl_estimate"):
     np.testing.assert_allclose(metrics[key], ref[key], rtol=1e-5, atol=LOSS_ATOL, err_msg=key)
   assert metrics["loss_tokens"] == ref["loss_tokens"]
+
+
+def test_the_step_lands_small_adamw_steps_on_bf16_weights():
+  """One AdamW step at lr 2e-5 on a bf16 model: with nearest rounding the weights of magnitude >= 0.016 (spacing
+  >= 6e-5: half a spacing is more than the step) stay put; with stochastic rounding (the default) a fair share of
+  them move, and the teacher's float32 -> bf16 EMA moves too (distill/rounding.py)."""
+  config = dataclasses.replace(models.preset("smollm2-135m"), vocab_size=64, hidden_size=64, intermediate_size=128,
+                               num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+  params = models.init(config, jax.random.key(0), jnp.bfloat16)
+  batch = to_device(make_batch(config.vocab_size, **SMALL_BATCH))
+  moved = {}
+  small = make_optimizer(2e-5, TOTAL_STEPS, warmup_fraction=0.0)
+  for mode in ("nearest", "stochastic"):
+    step = make_train_step(config, STEP_SETTINGS, small, learning_rate_schedule(2e-5, TOTAL_STEPS, 0.0), EMA_RATE, 1,
+                           rounding=mode, seed=0)
+    state, metrics = step(init_state(jax.tree.map(jnp.copy, params), small, jnp.bfloat16), batch)   # donated
+    assert float(metrics["finite"]) == 1.0
+    before, after, teacher = (np.concatenate([np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(tree)])
+                              for tree in (params, state.student, state.teacher))
+    large = np.abs(before) >= 0.016
+    moved[mode] = ((after[large] != before[large]).mean(), (teacher[large] != before[large]).mean())
+  assert moved["nearest"] == (0.0, 0.0)
+  assert moved["stochastic"][0] > 0.05 and moved["stochastic"][1] > 0.0
 
 
 def test_non_finite_step_leaves_the_state_unchanged(pairs):

@@ -3,6 +3,10 @@
     step_fn = make_train_step(model_config, loss_settings, optimizer, schedule, ema_rate, micro_batches)
     state, metrics = step_fn(state, batch)       # batch: loss.LossBatch of train.batch_size rows
 
+The teacher is stored in its own dtype (float32 by default, for its small EMA moves) and runs its forward in the
+student's (the compute dtype, model.dtype). Updates and EMA moves are written into bfloat16 weights with
+stochastic rounding by default (rounding.py).
+
 The batch is split into `micro_batches` equal slices that a `lax.scan` runs one after another,
 summing float32 gradients; the summed loss and gradient equal the full batch's (loss.py). Micro-batch
 i holds rows i, i + M, i + 2M, ... so that under a sharded layout every device keeps its own rows. A step
@@ -17,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from caopd_jax import models
+from caopd_jax.distill import rounding as update_rounding
 from caopd_jax.distill.loss import LossBatch, micro_batch_loss, normalizers
 from caopd_jax.distill.settings import LossSettings
 from caopd_jax.models.config import ModelConfig
@@ -38,18 +43,6 @@ class TrainState(NamedTuple):
 def _all_finite(tree) -> jax.Array:
   """bool []: every element of every leaf is finite."""
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
-
-
-def ema_update(teacher, student, rate: float):
-  """teacher <- rate * student + (1 - rate) * teacher, leaf by leaf, computed in float32, stored in teacher's dtype.
-
-  With bfloat16 teacher weights, moves smaller than half a bf16 ulp of a weight are rounded away
-  (rate 0.01 moves a weight by 1% of its gap to the student's), so keep the teacher in float32
-  when the student and teacher stay close.
-  """
-  def mix(t, s):
-    return (rate * s.astype(jnp.float32) + (1 - rate) * t.astype(jnp.float32)).astype(t.dtype)
-  return jax.tree.map(mix, teacher, student)
 
 
 def init_state(student, optimizer: optax.GradientTransformation, teacher_dtype=jnp.float32) -> TrainState:
@@ -75,8 +68,11 @@ def place_initial_state(params, optimizer: optax.GradientTransformation, teacher
 
 def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: optax.GradientTransformation,
                     schedule: optax.Schedule, ema_rate: float, micro_batches: int, layout: Layout | None = None,
-                    shardings: TrainState | None = None):
+                    shardings: TrainState | None = None, *, rounding: str = "stochastic", seed: int = 0):
   """The jitted `(state, batch) -> (state, metrics)`; the state argument is donated.
+
+  `rounding` writes the update and the EMA move into bfloat16 weights (rounding.ROUNDING); the stochastic bits of
+  step n come from (`seed`, n), so a resumed run rounds as an unbroken one.
 
   With `layout` and the state's `shardings` (`state_shardings`), the step is compiled for the layout's
   mesh: state in and out as sharded, the batch as placed by the caller (`sharding.distributed.place`),
@@ -102,9 +98,11 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
                                                                     *x.shape[1:]), 0, 1),
                                              (None, "batch") + (None,) * (x.ndim - 1)), batch)
 
+    teacher_compute = jax.tree.map(lambda t, s: t.astype(s.dtype), state.teacher, state.student)
+
     def accumulate(carry, micro):
       grads, loss, sums = carry
-      (micro_loss, micro_sums), micro_grads = grad_fn(state.student, state.teacher, micro, norm, config, settings)
+      (micro_loss, micro_sums), micro_grads = grad_fn(state.student, teacher_compute, micro, norm, config, settings)
       grads = jax.tree.map(lambda g, m: g + m.astype(jnp.float32), grads, micro_grads)
       return (grads, loss + micro_loss, jax.tree.map(jnp.add, sums, micro_sums)), None
 
@@ -113,8 +111,10 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
     (grads, loss, sums), _ = jax.lax.scan(accumulate, zeros, split)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.student)
-    student = optax.apply_updates(state.student, updates)
-    updated = TrainState(state.step + 1, student, ema_update(state.teacher, student, ema_rate), opt_state)
+    update_key, ema_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.step))
+    student = update_rounding.apply_updates(state.student, updates, update_key, rounding)
+    teacher = update_rounding.ema_update(state.teacher, student, ema_rate, ema_key, rounding)
+    updated = TrainState(state.step + 1, student, teacher, opt_state)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(student)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
     tokens = jnp.maximum(sums["loss_tokens"], 1.0)

@@ -23,10 +23,12 @@ import ml_collections
 from caopd_jax.distill.settings import (DIVERGENCES, NO_CORRECT_POLICIES, OVERLONG_POLICIES, REMAT, TEACHER_MODES,
                                        sampler_cuts_support)
 from caopd_jax.distill.prompts import PromptConfig
+from caopd_jax.distill.rounding import ROUNDING
 from caopd_jax import config_files
 from caopd_jax.errors import CaopdError
 from caopd_jax.kernels.registry import NAMES as TOKEN_STATS
 from caopd_jax.sharding.mesh import AXES, parse_mesh
+from caopd_jax.sharding.rollout_layout import ROLLOUT_LAYOUTS
 from caopd_jax.sharding.rules import DEFAULT_RULES
 
 DTYPES = ("float32", "bfloat16")
@@ -54,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.path = ""                 # starting weights: HF folder, .gguf file, or caopd-jax Orbax checkpoint/run
   c.model.step = -1                 # step of an Orbax run folder to start from; -1 = latest
   c.model.dtype = "float32"         # student params and compute: float32 or bfloat16
-  c.model.teacher_dtype = "float32"  # EMA teacher params (float32 keeps rate-0.01 updates from rounding away)
+  c.model.teacher_dtype = "float32"  # EMA teacher params' storage; its forward runs in model.dtype
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "arithmetic"        # arithmetic | science | tooluse | a save_to_disk folder | a .jsonl file
@@ -73,6 +75,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.rollout.top_k = 0               # 0 = off
   c.rollout.top_p = 1.0             # 1.0 = off
   c.rollout.decode_chunk = 64       # decode steps per compiled call (progress/early-exit granularity)
+  # where rollouts decode when the mesh splits the weights (fsdp, tensor): "replicated" reshards a copy of the
+  # weights onto every device (no weight gathers per decode step; rows split), "train" decodes on the training
+  # layout, "auto" replicates when a copy takes at most 1/4 of a device's memory (sharding/rollout_layout.py)
+  c.rollout.layout = "auto"         # auto | replicated | train (see above)
 
   c.distill = ml_collections.ConfigDict()
   c.distill.calibrate = True        # CaOPD's confidence rewrite; False = plain OPD / SDFT baseline
@@ -103,6 +109,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.optim.b1 = 0.9                  # Adam's first-moment decay rate
   c.optim.b2 = 0.999                # Adam's second-moment decay rate
   c.optim.eps = 1e-8                # Adam's epsilon
+  c.optim.mu_dtype = "float32"      # Adam's first moment: float32 | bfloat16 (2 bytes/param less; the second moment
+                                    # is stored in the params' dtype)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 100               # optimizer steps; -1 = data.num_epochs passes (at least one) over the usable data
@@ -112,6 +120,9 @@ def default_config() -> ml_collections.ConfigDict:
   # auto (the least recomputation that fits: train/memory_plan.py) | none | dots (keep matmul outputs) | layers
   # (recompute each layer in the backward: least memory)
   c.train.remat = "auto"            # (see above)
+  # bfloat16 params / teacher (model.dtype, model.teacher_dtype): "stochastic" rounds each update so that steps
+  # below half a bf16 spacing (lr 2e-5 on a 0.02 weight) add up as in float32 (distill/rounding.py) | "nearest"
+  c.train.update_rounding = "stochastic"  # stochastic | nearest (see above; float32 params: no difference)
   # prompt widths are padded up to one of this many evenly spaced widths (up to each side's budget), so the step
   # compiles at most this number squared times (student x teacher width) and the sampler this many times
   c.train.prompt_buckets = 4        # width rungs per side (see above)
@@ -148,6 +159,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises CaopdError naming the field for a value out of range or fields that do not fit together."""
   _choice(config, "model.dtype", config.model.dtype, DTYPES)
   _choice(config, "model.teacher_dtype", config.model.teacher_dtype, DTYPES)
+  _choice(config, "optim.mu_dtype", config.optim.mu_dtype, DTYPES)
+  _choice(config, "train.update_rounding", config.train.update_rounding, ROUNDING)
+  _choice(config, "rollout.layout", config.rollout.layout, ROLLOUT_LAYOUTS)
   _choice(config, "distill.divergence", config.distill.divergence, DIVERGENCES)
   _choice(config, "distill.token_stats", config.distill.token_stats, TOKEN_STATS)
   _choice(config, "train.remat", config.train.remat, ("auto",) + REMAT)

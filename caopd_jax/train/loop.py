@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from caopd_jax import rollout, run_folder, weights
+from caopd_jax import hardware, rollout, run_folder, weights
 from caopd_jax.calibration.rewrite import confidence_line_ids
 from caopd_jax.data.pipeline import batch_iterator
 from caopd_jax.data.sources import load_examples
@@ -31,6 +31,7 @@ from caopd_jax.distill.settings import DistillSettings
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.core import evaluate
 from caopd_jax.files import write_json
+from caopd_jax.sharding import rollout_layout
 from caopd_jax.sharding.distributed import to_host
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train import memory_plan, samples, setup
@@ -64,8 +65,10 @@ def training_batches(examples, config):
                         shard=grain.sharding.NoSharding(), share=(jax.process_index(), jax.process_count()))
 
 
-def _rollout_metrics(batch, rollouts, seconds: float) -> dict:
-  """rollout/* scalars of one iteration's batch (and its policy counts, COUNTS), speed/rollout_tokens_per_s."""
+def _rollout_metrics(batch, rollouts, sampling_s: float, host_s: float) -> dict:
+  """rollout/* scalars of one iteration's batch (and its policy counts, COUNTS); speed/rollout_s (sampling, compile
+  included on a new prompt width), speed/host_s (verify, rewrite, teacher prompts, padding: `sampling_s` and
+  `host_s`) and speed/rollout_tokens_per_s (completion tokens per second of sampling)."""
   stated = batch.stats["mean_confidence"]
   adherence = batch.stats["format_adherence"]
   parsed = adherence > 0
@@ -77,7 +80,8 @@ def _rollout_metrics(batch, rollouts, seconds: float) -> dict:
           "rollout/truncated": float(rollouts.truncated.mean()),
           "rollout/mean_length": float(rollouts.lengths.mean()),
           **{key: float(batch.counts[key.removeprefix("rollout/")]) for key, _ in COUNTS},
-          "speed/rollout_tokens_per_s": float(rollouts.lengths.sum() / max(seconds, 1e-9))}
+          "speed/rollout_s": sampling_s, "speed/host_s": host_s,
+          "speed/rollout_tokens_per_s": float(rollouts.lengths.sum() / max(sampling_s, 1e-9))}
 
 
 def _held_out(config) -> list:
@@ -183,6 +187,11 @@ def train(config) -> TrainResult:
   logger.message(f"{total:,} optimizer steps" + (" (train.steps=-1: sized from the data)"
                                                  if config.train.steps == -1 else ""))
   logger.message(memory.summary())
+  decode_layout, why = rollout_layout.choose(config.rollout.layout, layout, model_config.num_params()
+                                             * jnp.dtype(config.model.dtype).itemsize,
+                                             hardware.chip_of(devices[0]).hbm_bytes)
+  if layout.mesh.size > 1:
+    logger.message(f"rollouts (rollout.layout={config.rollout.layout}): {why}")
   if resumed is not None:
     logger.message(f"resumed {run_dir} at step {step}")
   compiled = set()   # (student width, teacher width) of every step program compiled so far
@@ -209,19 +218,20 @@ def train(config) -> TrainResult:
             logger.message(f"step {step + 1}: sampling {rows} rollouts; the sampler compiles for prompt width {width} "
                            f"on this first call ({len(sampled_widths)} of at most {len(student_rungs)})")
           rollouts = rollout.sample(
-              model_config, state.student, shared.ids, jax.random.fold_in(jax.random.key(config.seed), step),
+              model_config, rollout_layout.place(state.student, decode_layout, model_config), shared.ids,
+              jax.random.fold_in(jax.random.key(config.seed), step),
               num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
               temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,
-              stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=layout,
+              stop_token_ids=tokenizer.stop_ids, chunk=config.rollout.decode_chunk, layout=decode_layout,
               prompt_width=width)
+          sampled = time.perf_counter()
           if new_width:
-            logger.message(f"step {step + 1}: rollouts took {time.perf_counter() - started:.1f} s, compilation "
-                           "included")
+            logger.message(f"step {step + 1}: rollouts took {sampled - started:.1f} s, compilation included")
           batch = share_batch(prompts, shared, rollouts, tokenizer, distill, pad_id)
           for failure in batch.failures:
             logger.message(f"step {step + 1}: a prompt is left out of this batch, its host-side work failed: {failure}")
-          rollout_metrics = _rollout_metrics(batch, rollouts, time.perf_counter() - started)
           arrays = loss_batch(batch, rows, pad_id, student_rungs, teacher_rungs)
+          rollout_metrics = _rollout_metrics(batch, rollouts, sampled - started, time.perf_counter() - sampled)
           widths = (arrays.student_tokens.shape[1] - d.max_completion_tokens,
                     arrays.teacher_tokens.shape[1] - d.max_completion_tokens)
           new_program = widths not in compiled

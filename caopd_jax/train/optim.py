@@ -17,10 +17,11 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_fraction: float
 
 
 def make_optimizer(peak_lr: float, total_steps: int, *, warmup_fraction: float = 0.1, weight_decay: float = 0.0,
-                   clip_norm: float = 1.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-                   ) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW on the warmup + cosine schedule. Optimizer moments are float32."""
+                   clip_norm: float = 1.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   mu_dtype=jnp.float32) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW on the warmup + cosine schedule. The first moment is stored in `mu_dtype`,
+  the second in the params' dtype (optax's rule)."""
   schedule = learning_rate_schedule(peak_lr, total_steps, warmup_fraction)
   return optax.chain(optax.clip_by_global_norm(clip_norm),
                      optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
-                                 mu_dtype=jnp.float32))
+                                 mu_dtype=mu_dtype))

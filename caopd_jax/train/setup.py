@@ -58,7 +58,7 @@ def build(config, model_config: ModelConfig, total_steps: int, devices=None) -> 
   layout = Layout(make_mesh(config.mesh, devices), rules_from_config(config))
   schedule = learning_rate_schedule(o.lr, total_steps, o.warmup_fraction)
   optimizer = make_optimizer(o.lr, total_steps, warmup_fraction=o.warmup_fraction, weight_decay=o.weight_decay,
-                             clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, eps=o.eps)
+                             clip_norm=o.clip_norm, b1=o.b1, b2=o.b2, eps=o.eps, mu_dtype=jnp.dtype(o.mu_dtype))
   teacher_dtype = jnp.dtype(config.model.teacher_dtype)
   params = models.param_shapes(model_config, jnp.dtype(config.model.dtype))
   shapes = jax.eval_shape(lambda p: init_state(p, optimizer, teacher_dtype), params)
@@ -67,7 +67,8 @@ def build(config, model_config: ModelConfig, total_steps: int, devices=None) -> 
   loss = distill_settings.from_config(config)[1]._replace(platform=device.platform,
                                                           vmem_limit=hardware.chip_of(device).vmem_limit)
   step_fn = make_train_step(model_config, loss, optimizer, schedule, config.distill.teacher_ema,
-                            config.train.batch_size // config.train.micro_batch_size, layout, shardings)
+                            config.train.batch_size // config.train.micro_batch_size, layout, shardings,
+                            rounding=config.train.update_rounding, seed=config.seed)
   return Program(layout, optimizer, schedule, loss, shapes, shardings, step_fn, config.train.batch_size,
                  config.distill.max_completion_tokens, teacher_dtype)
 

@@ -153,6 +153,36 @@ def test_greedy_rollouts_equal_one_device(mesh_text):
   np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5)
 
 
+@pytest.mark.parametrize("mesh_text", ["data:2,fsdp:4", "fsdp:4,tensor:2"])
+def test_rollouts_on_the_replicated_layout_equal_the_training_layout_s(mesh_text):
+  """The trainer's rollout.layout: weights resharded from an FSDP / tensor training layout onto data:8 (whole on
+  every device) give the tokens (greedy and sampled at T=1) and log-probs of decoding on the training layout."""
+  from caopd_jax.sharding import rollout_layout
+  params = models.init(CONFIG, jax.random.key(3))
+  train = Layout(make_mesh(mesh_text))
+  on_train = jax.device_put(params, train.params(models.logical_axes(CONFIG), params))
+  param_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
+  decode, why = rollout_layout.choose("auto", train, param_bytes, device_memory=8 * param_bytes)
+  assert dict(decode.mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1} and "replicated" in why
+  replicated = rollout_layout.place(on_train, decode, CONFIG)
+  leaf = replicated["layers"]["mlp"]["gate_proj"]
+  assert leaf.sharding.is_fully_replicated and rollout_layout.place(replicated, decode, CONFIG) is replicated
+  prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [1], [3, 4]]
+  for temperature in (0.0, 1.0):
+    kwargs = dict(num_samples=2, max_new_tokens=6, temperature=temperature)
+    a = rollout.sample(CONFIG, on_train, prompts, jax.random.key(4), layout=train, **kwargs)
+    b = rollout.sample(CONFIG, replicated, prompts, jax.random.key(4), layout=decode, **kwargs)
+    np.testing.assert_array_equal(b.tokens, a.tokens)
+    np.testing.assert_allclose(b.logprobs, a.logprobs, atol=1e-5)
+  # memory-aware: a copy over a quarter of a device's memory keeps the training layout under auto
+  kept, why = rollout_layout.choose("auto", train, param_bytes, device_memory=3 * param_bytes)
+  assert kept is train and "more than 25%" in why
+  assert rollout_layout.choose("replicated", train, param_bytes, 3 * param_bytes)[0].mesh.shape["data"] == 8
+  assert rollout_layout.choose("train", train, param_bytes, 0)[0] is train
+  data_only = Layout(make_mesh("data:8"))
+  assert rollout_layout.choose("replicated", data_only, param_bytes, 0)[0] is data_only
+
+
 def test_checkpoint_restores_onto_another_mesh(tmp_path):
   """Saved from (2, 4, 1), restored onto (1, 4, 2) and onto one device, and loaded by models.load as a run."""
   _, _, _, state = _run("data:2,fsdp:4")

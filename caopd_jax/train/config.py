@@ -77,7 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.rollout.decode_chunk = 64       # decode steps per compiled call (progress/early-exit granularity)
   # where rollouts decode when the mesh splits the weights (fsdp, tensor): "replicated" reshards a copy of the
   # weights onto every device (no weight gathers per decode step; rows split), "train" decodes on the training
-  # layout, "auto" replicates when a copy takes at most 1/4 of a device's memory (sharding/rollout_layout.py)
+  # layout, "auto" replicates when a copy takes at most 1/4 of an accelerator's memory (sharding/rollout_layout.py)
   c.rollout.layout = "auto"         # auto | replicated | train (see above)
 
   c.distill = ml_collections.ConfigDict()

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from caopd_jax import hardware, rollout, run_folder, weights
+from caopd_jax import hardware, models, rollout, run_folder, weights
 from caopd_jax.calibration.rewrite import confidence_line_ids
 from caopd_jax.data.pipeline import batch_iterator
 from caopd_jax.data.sources import load_examples
@@ -218,7 +218,8 @@ def train(config) -> TrainResult:
             logger.message(f"step {step + 1}: sampling {rows} rollouts; the sampler compiles for prompt width {width} "
                            f"on this first call ({len(sampled_widths)} of at most {len(student_rungs)})")
           rollouts = rollout.sample(
-              model_config, rollout_layout.place(state.student, decode_layout, model_config), shared.ids,
+              model_config, rollout_layout.place(state.student, decode_layout, models.logical_axes(model_config)),
+              shared.ids,
               jax.random.fold_in(jax.random.key(config.seed), step),
               num_samples=config.rollout.num_samples, max_new_tokens=config.distill.max_completion_tokens,
               temperature=config.rollout.temperature, top_k=config.rollout.top_k, top_p=config.rollout.top_p,

@@ -162,11 +162,11 @@ def test_rollouts_on_the_replicated_layout_equal_the_training_layout_s(mesh_text
   train = Layout(make_mesh(mesh_text))
   on_train = jax.device_put(params, train.params(models.logical_axes(CONFIG), params))
   param_bytes = sum(p.nbytes for p in jax.tree.leaves(params))
-  decode, why = rollout_layout.choose("auto", train, param_bytes, device_memory=8 * param_bytes)
+  decode, why = rollout_layout.choose("replicated", train, param_bytes, device_memory=8 * param_bytes)
   assert dict(decode.mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1} and "replicated" in why
-  replicated = rollout_layout.place(on_train, decode, CONFIG)
+  replicated = rollout_layout.place(on_train, decode, models.logical_axes(CONFIG))
   leaf = replicated["layers"]["mlp"]["gate_proj"]
-  assert leaf.sharding.is_fully_replicated and rollout_layout.place(replicated, decode, CONFIG) is replicated
+  assert leaf.sharding.is_fully_replicated and rollout_layout.place(replicated, decode, models.logical_axes(CONFIG)) is replicated
   prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [1], [3, 4]]
   for temperature in (0.0, 1.0):
     kwargs = dict(num_samples=2, max_new_tokens=6, temperature=temperature)
@@ -174,13 +174,23 @@ def test_rollouts_on_the_replicated_layout_equal_the_training_layout_s(mesh_text
     b = rollout.sample(CONFIG, replicated, prompts, jax.random.key(4), layout=decode, **kwargs)
     np.testing.assert_array_equal(b.tokens, a.tokens)
     np.testing.assert_allclose(b.logprobs, a.logprobs, atol=1e-5)
-  # memory-aware: a copy over a quarter of a device's memory keeps the training layout under auto
-  kept, why = rollout_layout.choose("auto", train, param_bytes, device_memory=3 * param_bytes)
-  assert kept is train and "more than 25%" in why
-  assert rollout_layout.choose("replicated", train, param_bytes, 3 * param_bytes)[0].mesh.shape["data"] == 8
+  # auto on CPU devices (one host memory) keeps the training layout; the forced modes do what they say
+  assert rollout_layout.choose("auto", train, param_bytes, 8 * param_bytes)[0] is train
   assert rollout_layout.choose("train", train, param_bytes, 0)[0] is train
   data_only = Layout(make_mesh("data:8"))
   assert rollout_layout.choose("replicated", data_only, param_bytes, 0)[0] is data_only
+
+
+def test_auto_replicates_accelerator_weights_that_fit_a_quarter_of_a_device():
+  from caopd_jax.sharding.rollout_layout import replicate
+  assert replicate("auto", True, "gpu", 10, 40)[0] and replicate("auto", True, "tpu", 10, 0)[0]
+  kept, why = replicate("auto", True, "gpu", 11, 40)
+  assert not kept and "more than 25% of a device's" in why
+  assert replicate("replicated", True, "gpu", 11, 40)[0] and replicate("replicated", True, "cpu", 11, 40)[0]
+  assert not replicate("auto", True, "cpu", 1, 40)[0] and not replicate("auto", False, "gpu", 1, 40)[0]
+  assert not replicate("train", True, "gpu", 1, 40)[0]
+  with pytest.raises(ValueError, match="rollout layout must be one of"):
+    replicate("fast", True, "gpu", 1, 40)
 
 
 def test_checkpoint_restores_onto_another_mesh(tmp_path):

@@ -11,27 +11,34 @@ Defaults are the paper's shape: 4 prompts x K=8, 1,024-token prompt and completi
 The loop's own timings (metrics.jsonl: speed/rollout_s, speed/host_s, speed/step_time_s) are summed per iteration;
 the first iteration (compiles included) is reported apart from the mean of the others.
 
-A random model rarely emits end-of-sequence, so nearly every row decodes to the budget: this measures the
-longest iteration of a shape, not a trained model's (whose completions end at different lengths).
+A random model rarely emits end-of-sequence, so by default nearly every row decodes to the budget (the longest
+iteration of a shape). `--lengths lognormal:300:0.6` gives each rollout row a length drawn from that distribution
+instead (`bench/lengths.py`; the benchmark's one intervention in the loop: it passes `row_budgets` to
+`rollout.sample`), so rows finish at different times as a trained model's do. `--vocab_size 151936` gives the
+model Qwen3's vocabulary over a smaller tokenizer (a Qwen-style one: tests/tokenizer_families.py builds it).
 """
 
 import argparse
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from caopd_jax import models, weights
+from caopd_jax import models, rollout, weights
 from caopd_jax.errors import CaopdError
 from caopd_jax.tokenizers import load_tokenizer
 from caopd_jax.train import train
 from caopd_jax.train.config import DTYPES, default_config
+from lengths import draw
 
 
 def iteration_config(args, model_path: str, run_dir: str):
@@ -45,6 +52,19 @@ def iteration_config(args, model_path: str, run_dir: str):
   c.train.output_dir, c.log.progress, c.log.samples_every = run_dir, False, 0
   c.checkpoint.every = args.iterations
   return c
+
+
+def drawn_lengths(spec: str):
+  """A context in which every `rollout.sample` call gets per-row budgets drawn from `spec` (one seed per call)."""
+  if spec == "full":
+    return contextlib.nullcontext()
+  sample, calls = rollout.sample, itertools.count()
+
+  def sample_with_budgets(config, params, prompts, rng, **kwargs):
+    shape = (len(prompts), kwargs["num_samples"])
+    return sample(config, params, prompts, rng, row_budgets=draw(spec, shape, kwargs["max_new_tokens"], next(calls)),
+                  **kwargs)
+  return mock.patch.object(rollout, "sample", sample_with_budgets)
 
 
 def per_iteration(records: list[dict], steps_per_iteration: int) -> list[dict]:
@@ -90,13 +110,19 @@ def main(argv=None):
   p.add_argument("--prompt_tokens", type=int, default=1024, help="distill.max_prompt_tokens")
   p.add_argument("--completion_tokens", type=int, default=1024, help="distill.max_completion_tokens")
   p.add_argument("--iterations", type=int, default=4)
+  p.add_argument("--lengths", default="full", help="completion lengths: full (to the budget; a random model rarely "
+                 "stops) or lognormal:MEDIAN:SIGMA, e.g. lognormal:300:0.6")
+  p.add_argument("--vocab_size", type=int, default=0,
+                 help="the model's vocabulary (default: the tokenizer's; e.g. 151936, Qwen3's, over a smaller one)")
   p.add_argument("--output", default=None, help="also write the summary as JSON to this file")
   args = p.parse_args(argv)
   if (args.prompts * args.samples) % args.batch_size:
     p.error(f"--batch_size {args.batch_size} must divide --prompts x --samples = {args.prompts * args.samples}")
   steps_per_iteration = args.prompts * args.samples // args.batch_size
   tokenizer = load_tokenizer(args.tokenizer or weights.smollm2_gguf())
-  config = dataclasses.replace(models.preset(args.model), vocab_size=tokenizer.vocab_size)
+  if args.vocab_size and args.vocab_size < tokenizer.vocab_size:
+    p.error(f"--vocab_size {args.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+  config = dataclasses.replace(models.preset(args.model), vocab_size=args.vocab_size or tokenizer.vocab_size)
   with tempfile.TemporaryDirectory() as root:
     started = time.perf_counter()
     params = jax.jit(models.init, static_argnums=(0, 2))(config, jax.random.key(0), jnp.dtype(args.dtype))
@@ -107,16 +133,20 @@ def main(argv=None):
     run_dir = os.path.join(root, "run")
     started, stopped = time.perf_counter(), None
     try:
-      train(iteration_config(args, os.path.join(root, "model"), run_dir))
+      with drawn_lengths(args.lengths):
+        train(iteration_config(args, os.path.join(root, "model"), run_dir))
     except CaopdError as error:   # e.g. no room for the final checkpoint: the iterations' timings are logged
       stopped = error
     run_s = time.perf_counter() - started
+    if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+      sys.exit(f"the run stopped before its first step: {stopped}")
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
       records = [json.loads(line) for line in f if line.strip()]
   out = {"model": args.model, "vocab_size": config.vocab_size, "dtype": args.dtype,
          "teacher_dtype": args.teacher_dtype, "mu_dtype": args.mu_dtype, "remat": args.remat,
          "micro_batch_size": args.micro_batch_size, "prompts": args.prompts,
          "samples": args.samples, "prompt_tokens": args.prompt_tokens, "completion_tokens": args.completion_tokens,
+         "lengths": args.lengths,
          "device": str(jax.devices()[0]), "jax": jax.__version__, "run_s": round(run_s, 1),
          "batch_size": args.batch_size, "steps_per_iteration": steps_per_iteration,
          **summary(per_iteration(records, steps_per_iteration))}

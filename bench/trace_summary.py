@@ -19,6 +19,7 @@ import re
 KINDS = [  # (kind, pattern over the lower-cased kernel name)
     ("token stats (Pallas)", r"forward_kernel|dlogits_kernel|atomic_kernel|grad_[hw]_kernel|pallas"),
     ("attention (cuDNN)", r"cudnn|fmha|flash|sdpa"),
+    ("decode attention (Pallas)", r"mha_forward"),
     ("matmul (cuBLAS / CUTLASS)", r"gemm|cublas|cutlass|nvjet|xmma|wgmma|matmul"),
     ("collectives (NCCL)", r"nccl"),
     ("copies / memset", r"memcpy|memset"),

@@ -50,6 +50,7 @@ def test_summary_counts_gpu_stream_kernels_once_per_step_by_kind(tmp_path):
 def test_kinds_of_the_pallas_backward_kernels_and_copies():
   assert kind_of("_dlogits_kernel") == kind_of("_grad_w_kernel") == "token stats (Pallas)"
   assert kind_of("Memcpy DtoD") == "copies / memset"
+  assert kind_of("mha_forward") == "decode attention (Pallas)"   # the sampler's kernel (models/decode_attention.py)
 
 
 def test_weak_scaling_efficiency_per_series_from_the_smallest_gpu_count(tmp_path):
@@ -71,15 +72,23 @@ def test_the_iteration_benchmark_splits_the_trainer_s_own_timings(tmp_path, monk
   """bench/iteration.py on a random SmolLM2-shaped model at tiny budgets (CPU): two iterations of 2 prompts x 2
   samples, each taken as 2 steps of 2 sequences, through the trainer; an iteration is the sum of its rollout, host
   and update seconds; sampling tokens/s = the iteration's completion tokens over its rollout seconds; the first
-  iteration (compiles) is reported apart."""
+  iteration (compiles) is reported apart. With a Qwen3-style tokenizer under Qwen3's vocabulary size and rollout
+  lengths drawn from a log-normal (bench/lengths.py), each iteration's completions have exactly the drawn lengths."""
   from iteration import main as iteration_main
+  from lengths import draw
+  from tokenizer_families import build_family_tokenizer
   monkeypatch.chdir(tmp_path)
+  tokenizer = build_family_tokenizer("qwen3", str(tmp_path / "qwen3_tokenizer"))
   iteration_main(["--model", "smollm2-135m", "--dtype", "float32", "--prompts", "2", "--samples", "2",
-                  "--batch_size", "2", "--prompt_tokens", "256", "--completion_tokens", "16", "--iterations", "2",
+                  "--batch_size", "2", "--prompt_tokens", "1024", "--completion_tokens", "16", "--iterations", "2",
+                  "--tokenizer", tokenizer, "--vocab_size", "151936", "--lengths", "lognormal:6:0.5",
                   "--output", "it.json"])
   out = json.loads((tmp_path / "it.json").read_text())
   rows = out["iterations"]
-  assert [r["step"] for r in rows] == [2, 4] and out["vocab_size"] == 49152 and out["steps_per_iteration"] == 2
+  assert [r["step"] for r in rows] == [2, 4] and out["vocab_size"] == 151936 and out["steps_per_iteration"] == 2
+  drawn = [draw("lognormal:6:0.5", (2, 2), 16, seed=i) for i in range(2)]
+  assert len({d.tobytes() for d in drawn}) == 2   # the iterations' lengths differ
+  assert [r["mean_completion_tokens"] for r in rows] == pytest.approx([d.mean() for d in drawn])
   for r in rows:
     assert r["iteration_s"] == pytest.approx(r["rollout_s"] + r["host_s"] + r["update_s"])
     assert r["per_step_s"] == pytest.approx(r["iteration_s"] / 2)

@@ -210,6 +210,79 @@ def test_limits(bigram_model):
   assert full.tokens.shape == (1, 1, 8)
 
 
+def test_row_budgets_truncate_each_row_at_its_own_length(family):
+  _, _, config, params, _ = family
+  prompts = _prompts(config.vocab_size, seed=5)
+  budgets = np.array([[1, 7], [10, 3], [5, 10]])
+  kwargs = dict(num_samples=2, max_new_tokens=10, temperature=1.0)
+  full = rollout.sample(config, params, prompts, jax.random.key(3), **kwargs)
+  cut = rollout.sample(config, params, prompts, jax.random.key(3), row_budgets=budgets, **kwargs)
+  np.testing.assert_array_equal(cut.lengths, budgets)
+  assert cut.truncated.all()
+  for i in range(3):
+    for k in range(2):   # the same tokens as without budgets, up to the budget; nothing after it
+      b = budgets[i, k]
+      np.testing.assert_array_equal(cut.tokens[i, k, :b], full.tokens[i, k, :b])
+      assert not cut.mask[i, k, b:].any() and (cut.tokens[i, k, b:] == 0).all()
+  with pytest.raises(CaopdError, match="row_budgets must lie in 1..max_new_tokens=10; got 0..11"):
+    rollout.sample(config, params, prompts, jax.random.key(3), row_budgets=budgets * 0 + [[0, 11]], **kwargs)
+  with pytest.raises(CaopdError, match=r"shape \(prompts, num_samples\) = \(3, 2\)"):
+    rollout.sample(config, params, prompts, jax.random.key(3), row_budgets=budgets[:2], **kwargs)
+
+
+def test_compaction_plan_keeps_live_rows_and_fills_to_a_power_of_two():
+  from caopd_jax.rollout.compaction import MIN_ROWS, plan
+  assert MIN_ROWS == 16
+  done = np.ones(64, bool)
+  done[[3, 10, 40]] = False
+  np.testing.assert_array_equal(plan(done), [3, 10, 40] + [r for r in range(64) if r not in (3, 10, 40)][:13])
+  done[:20] = False          # 21 live rows -> 32 rows: half of 64, shrinks
+  keep = plan(done)
+  assert len(keep) == 32 and set(np.flatnonzero(~done)) <= set(keep) and len(set(keep)) == 32
+  done[:40] = False          # 41 live rows would need 64: stays
+  assert plan(done) is None
+  assert plan(np.ones(64, bool)) is None             # nothing live: the loop is about to stop
+  assert len(plan(np.r_[np.zeros(2, bool), np.ones(30, bool)])) == MIN_ROWS   # never fewer rows than MIN_ROWS
+  assert plan(np.r_[np.zeros(2, bool), np.ones(14, bool)]) is None           # so 16 rows stay 16
+  assert len(plan(np.r_[np.zeros(2, bool), np.ones(62, bool)], shards=32)) == 32   # a multiple of the row shards
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shrinking_the_batch_changes_no_token(family, temperature, monkeypatch):
+  """64 rows with budgets of 1..24 tokens, decoded in chunks of 4: the batch shrinks as rows finish (64 -> 32 ->
+  16), and every row's tokens, log-probs and thresholds equal decoding the whole batch to the end."""
+  from caopd_jax.rollout import compaction
+  _, _, config, params, _ = family
+  prompts = _prompts(config.vocab_size, lengths=(5, 9, 3, 7), seed=6)
+  budgets = np.random.default_rng(0).integers(1, 25, size=(4, 16))
+  budgets[1, 3] = 24
+  kwargs = dict(num_samples=16, max_new_tokens=24, temperature=temperature, chunk=4, row_budgets=budgets)
+  sizes = []
+  gather = compaction.gather
+  monkeypatch.setattr(compaction, "gather", lambda state, index, layout: (sizes.append(len(index)),
+                                                                           gather(state, index, layout))[1])
+  shrunk = rollout.sample(config, params, prompts, jax.random.key(8), **kwargs)
+  assert sizes == [32, 16]
+  whole = rollout.sample(config, params, prompts, jax.random.key(8), compact=False, **kwargs)
+  assert sizes == [32, 16]
+  np.testing.assert_array_equal(shrunk.tokens, whole.tokens)
+  np.testing.assert_array_equal(shrunk.lengths, budgets)
+  np.testing.assert_allclose(shrunk.logprobs, whole.logprobs, atol=1e-5)
+  np.testing.assert_allclose(shrunk.model_logprobs, whole.model_logprobs, atol=1e-5)
+  np.testing.assert_allclose(shrunk.thresholds, whole.thresholds, atol=1e-5)
+
+
+def test_shrinking_the_batch_keeps_stop_tokens(bigram_model):
+  config, params, logits = bigram_model
+  stops = [t for t in range(12) if t not in np.argsort(-logits)[:2]]
+  kwargs = dict(num_samples=40, max_new_tokens=12, stop_token_ids=stops, chunk=2)
+  a = rollout.sample(config, params, [[3], [3, 3]], jax.random.key(1), **kwargs)
+  b = rollout.sample(config, params, [[3], [3, 3]], jax.random.key(1), compact=False, **kwargs)
+  assert a.stopped.any() and a.truncated.any()
+  for field in ("tokens", "lengths", "stopped", "mask"):
+    np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
 # ---- the real model ----------------------------------------------------------------------------------------
 
 

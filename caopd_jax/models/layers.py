@@ -17,6 +17,7 @@ from flax import nnx
 
 from caopd_jax.models import rope as rope_lib
 from caopd_jax.models.attention import attend, attend_right_padded
+from caopd_jax.models import decode_attention
 from caopd_jax.models.config import ModelConfig
 
 def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], num_layers: int | None,
@@ -85,7 +86,8 @@ class Attention(nnx.Module):
     Without a cache, mask is bool [B, T, T] among the new tokens, or int32 [B] row lengths of right-padded
     rows (causal; `attend_right_padded`, flash attention on GPUs). With cache = (k, v, index) (buffers
     [B, K, S, Dh], int32 slot of the first new token), the new keys/values are written into slots
-    index .. index + T - 1 first and the queries attend over all S slots with mask bool [B, T, S].
+    index .. index + T - 1 first and the queries attend over all S slots with mask bool [B, T, S] (a decode step,
+    T = 1, reads only the live slots on GPUs: `decode_attention`).
     """
     c = self.config
     q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...])
@@ -105,7 +107,10 @@ class Attention(nnx.Module):
       k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), at)
       v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), at)
       cache = (k, v)
-    out = attend(q, k, v, mask)
+    if cache is not None and q.shape[1] == 1:   # a decode step: the live slots only, where a kernel can
+      out = decode_attention.attend_cached(q, k, v, mask, decode_attention.implementation(q.dtype))
+    else:
+      out = attend(q, k, v, mask)
     return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...]), cache
 
 

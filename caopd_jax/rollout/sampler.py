@@ -9,7 +9,9 @@ caller's `prompt_width`) and the prompt count to a power of two, so a run compil
 loop is a `lax.while_loop` that stops early when every row is done, run in
 chunks of `chunk` steps so a progress bar can advance between chunks; the cache
 is donated from chunk to chunk. Row (i, k) draws from its own PRNG stream
-fold_in(fold_in(rng, i), k), so other prompts in the batch never change its samples.
+fold_in(fold_in(rng, i), k), so other prompts in the batch never change its samples. Between chunks, once at
+most half of the rows are still decoding, the batch shrinks to them (`compaction`): finished rows stop costing
+decode steps, and every row draws the same tokens as in the full batch.
 """
 
 import functools
@@ -21,8 +23,9 @@ import numpy as np
 
 from caopd_jax import models
 from caopd_jax.errors import CaopdError
-from caopd_jax.models import kv_cache
+from caopd_jax.models import decode_attention, kv_cache
 from caopd_jax.models.config import ModelConfig
+from caopd_jax.rollout import compaction
 from caopd_jax.rollout.sampling import choose
 from caopd_jax.sharding.distributed import to_host
 from caopd_jax.sharding.layout import activate, constrain
@@ -78,6 +81,7 @@ class DecodeState(NamedTuple):
   positions: jax.Array     # int32 [B]: RoPE position of the next token
   done: jax.Array          # bool [B]
   keys: jax.Array          # [B] PRNG keys
+  budgets: jax.Array       # int32 [B]: the row is done (truncated) after this many tokens
   tokens: jax.Array        # int32 [B, N]
   logprobs: jax.Array      # float32 [B, N]
   model_logprobs: jax.Array  # float32 [B, N]
@@ -96,20 +100,20 @@ PREFILL_GPU_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
 
 def _prefill_in_layout(config: ModelConfig, settings: Settings, cache_length: int, params, tokens, mask, keys,
-                       layout: Layout | None) -> DecodeState:
-  """tokens/mask [Bp, P] left-padded prompts; keys [Bp * K] -> the decode state before the first token."""
+                       budgets, layout: Layout | None) -> DecodeState:
+  """tokens/mask [Bp, P] left-padded prompts; keys, budgets [Bp * K] -> the decode state before the first token."""
   with activate(layout):
-    return _prefill_body(config, settings, cache_length, params, tokens, mask, keys)
+    return _prefill_body(config, settings, cache_length, params, tokens, mask, keys, budgets)
 
 
 @functools.cache
 def _prefill(backend: str):
   """The jitted prefill for a JAX backend ("cpu", "gpu", "tpu"), with the GPU compiler options on GPUs."""
   options = PREFILL_GPU_COMPILER_OPTIONS if backend == "gpu" else None
-  return jax.jit(_prefill_in_layout, static_argnums=(0, 1, 2, 7), compiler_options=options)
+  return jax.jit(_prefill_in_layout, static_argnums=(0, 1, 2, 8), compiler_options=options)
 
 
-def _prefill_body(config, settings, cache_length, params, tokens, mask, keys) -> DecodeState:
+def _prefill_body(config, settings, cache_length, params, tokens, mask, keys, budgets) -> DecodeState:
   k = settings.num_samples
   positions = models.default_positions(mask)
   empty = kv_cache.init(config, tokens.shape[0], cache_length, params["embed"].dtype)
@@ -123,6 +127,7 @@ def _prefill_body(config, settings, cache_length, params, tokens, mask, keys) ->
   return DecodeState(
       step=jnp.zeros((), jnp.int32), cache=cache, hidden=jnp.repeat(hidden[:, -1], k, axis=0),
       positions=jnp.repeat(mask.sum(axis=1).astype(jnp.int32), k), done=jnp.zeros((rows,), bool), keys=keys,
+      budgets=budgets,
       tokens=jnp.zeros((rows, n), jnp.int32), logprobs=jnp.zeros((rows, n), jnp.float32),
       model_logprobs=jnp.zeros((rows, n), jnp.float32), thresholds=jnp.full((rows, n), -jnp.inf, jnp.float32))
 
@@ -158,7 +163,8 @@ def _decode_body(config, settings, params, state: DecodeState, until) -> DecodeS
                                               s.cache, layers)
     return DecodeState(
         step=s.step + 1, cache=cache, hidden=hidden[:, 0],
-        positions=s.positions + 1, done=s.done | (active & jnp.isin(token, stop_ids)), keys=s.keys,
+        positions=s.positions + 1, done=s.done | (active & (jnp.isin(token, stop_ids) | (s.step + 1 >= s.budgets))),
+        keys=s.keys, budgets=s.budgets,
         tokens=put(s.tokens, token), logprobs=put(s.logprobs, jnp.where(active, logprob, 0.0)),
         model_logprobs=put(s.model_logprobs, jnp.where(active, model_logprob, 0.0)),
         thresholds=put(s.thresholds, jnp.where(active, threshold, -jnp.inf)))
@@ -189,7 +195,8 @@ def _check(config: ModelConfig, prompts, settings: Settings, max_length: int) ->
 def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: jax.Array, *, num_samples: int = 1,
            max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            stop_token_ids: Sequence[int] = (), max_length: int | None = None, chunk: int = 64,
-           progress: bool = False, layout: Layout | None = None, prompt_width: int | None = None) -> Rollouts:
+           progress: bool = False, layout: Layout | None = None, prompt_width: int | None = None,
+           row_budgets: np.ndarray | None = None, compact: bool = True) -> Rollouts:
   """K = `num_samples` completions of each tokenized prompt (see `Rollouts`).
 
   temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. A stop token ends a
@@ -198,6 +205,9 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   layout of `params` (`sharding.Layout`); the KV cache and decode rows are split by its rules.
   `prompt_width`: pad the prompts to this many columns (at least the longest prompt) instead of the
   power-of-two bucket, e.g. a training run's width ladder, so that it compiles once per width it uses.
+  `row_budgets`: int [P, K], each row's own token limit (1..max_new_tokens; a row that reaches it is truncated),
+  e.g. for benchmarks that give a random model a stated completion-length distribution. `compact`: shrink the
+  decode batch as rows finish (`compaction`; the tokens are the same either way).
   """
   settings = Settings(num_samples, max_new_tokens, float(temperature), int(top_k), float(top_p),
                       tuple(int(t) for t in stop_token_ids))
@@ -224,34 +234,70 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
   mask[n:, -1] = True  # bucket-filler rows: one dummy token each, dropped from the result
   keys = jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(rng, i), j))(
       jnp.arange(k)))(jnp.arange(rows)).reshape(rows * k)
+  budgets = np.full((rows, k), steps, np.int32)
+  budgets[:n] = _checked_budgets(row_budgets, n, k, steps)
 
-  state = _prefill(jax.default_backend())(config, settings, width + steps, params, tokens, mask, keys, layout)
+  cache_length = decode_attention.cache_length(width + steps, params["embed"].dtype)
+  state = _prefill(jax.default_backend())(config, settings, cache_length, params, tokens, mask, keys,
+                                          budgets.reshape(-1), layout)
+  outputs = _Outputs(rows * k, steps)
+  row_ids, shards = np.arange(rows * k), compaction.row_shards(layout)
   bar = _progress_bar(steps, n * k) if progress else None
   for until in range(chunk, steps + chunk, chunk):
     state = _decode(config, settings, params, state, jnp.int32(until), layout)
     done_steps = int(to_host(state.step))
     if bar is not None:
       bar.update(done_steps - bar.n)
-    if done_steps < min(until, steps):  # the loop stopped early: every row is done
+    if done_steps < min(until, steps) or done_steps == steps:  # every row is done, or the budget is spent
       break
+    keep = compaction.plan(to_host(state.done), shards) if compact else None
+    if keep is not None:
+      outputs.collect(state, row_ids)
+      state, row_ids = compaction.gather(state, jnp.asarray(keep), layout), row_ids[keep]
   if bar is not None:
     bar.close()
+  outputs.collect(state, row_ids)
+  return outputs.rollouts(n, rows, k, budgets[:n], settings.stop_token_ids)
 
-  def take(x):
-    return to_host(x).reshape(rows, k, *x.shape[1:])[:n]
 
-  out_tokens, logprobs, model_logprobs, thresholds, done = map(take, (
-      state.tokens, state.logprobs, state.model_logprobs, state.thresholds, state.done))
-  positions = np.arange(steps)
-  if settings.stop_token_ids:
-    is_stop = np.isin(out_tokens, settings.stop_token_ids)
-    first_stop = np.where(is_stop.any(-1), is_stop.argmax(-1), steps)
-  else:
-    first_stop = np.full((n, k), steps)
-  lengths = np.minimum(first_stop + 1, steps).astype(np.int32)
-  out_mask = positions < lengths[..., None]
-  return Rollouts(np.where(out_mask, out_tokens, 0), out_mask, lengths, done, logprobs * out_mask,
-                  model_logprobs * out_mask, np.where(out_mask, thresholds, -np.inf).astype(np.float32))
+def _checked_budgets(row_budgets, n: int, k: int, steps: int) -> np.ndarray:
+  if row_budgets is None:
+    return np.full((n, k), steps, np.int32)
+  budgets = np.asarray(row_budgets)
+  if budgets.shape != (n, k) or not np.issubdtype(budgets.dtype, np.integer):
+    raise CaopdError(f"row_budgets must be integers of shape (prompts, num_samples) = ({n}, {k}); got "
+                     f"{budgets.dtype} {budgets.shape}")
+  if budgets.min() < 1 or budgets.max() > steps:
+    raise CaopdError(f"row_budgets must lie in 1..max_new_tokens={steps}; got {budgets.min()}..{budgets.max()}")
+  return budgets.astype(np.int32)
+
+
+class _Outputs:
+  """Host copies of every row's outputs, by original row: rows leave the device batch as it shrinks."""
+
+  def __init__(self, rows: int, steps: int):
+    self.tokens = np.zeros((rows, steps), np.int32)
+    self.logprobs = np.zeros((rows, steps), np.float32)
+    self.model_logprobs = np.zeros((rows, steps), np.float32)
+    self.thresholds = np.full((rows, steps), -np.inf, np.float32)
+
+  def collect(self, state: DecodeState, row_ids: np.ndarray) -> None:
+    """Copies the rows of `state` (row r of the batch is original row row_ids[r]) to the host."""
+    for name in ("tokens", "logprobs", "model_logprobs", "thresholds"):
+      getattr(self, name)[row_ids] = to_host(getattr(state, name))
+
+  def rollouts(self, n: int, rows: int, k: int, budgets: np.ndarray, stop_token_ids) -> Rollouts:
+    """The first n prompts' rows as `Rollouts`; budgets int32 [n, K]."""
+    take = lambda x: x.reshape(rows, k, -1)[:n]  # noqa: E731
+    out_tokens, logprobs, model_logprobs, thresholds = map(take, (
+        self.tokens, self.logprobs, self.model_logprobs, self.thresholds))
+    positions = np.arange(out_tokens.shape[-1])
+    is_stop = np.isin(out_tokens, stop_token_ids) & (positions < budgets[..., None])
+    stopped = is_stop.any(-1)
+    lengths = np.where(stopped, is_stop.argmax(-1) + 1, budgets).astype(np.int32)
+    out_mask = positions < lengths[..., None]
+    return Rollouts(np.where(out_mask, out_tokens, 0), out_mask, lengths, stopped, logprobs * out_mask,
+                    model_logprobs * out_mask, np.where(out_mask, thresholds, -np.inf).astype(np.float32))
 
 
 def compile_for(config: ModelConfig, params, layout: Layout, settings: Settings, prompts: int, width: int,
@@ -265,8 +311,10 @@ def compile_for(config: ModelConfig, params, layout: Layout, settings: Settings,
   mask = jax.ShapeDtypeStruct((rows, width), jnp.bool_, sharding=replicated)
   key_shape = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), rows * settings.num_samples))
   keys = jax.ShapeDtypeStruct(key_shape.shape, key_shape.dtype, sharding=replicated)
-  cache_length = width + settings.max_new_tokens
-  prefill = _prefill(platform).trace(config, settings, cache_length, params, tokens, mask, keys, layout).lower(
+  budgets = jax.ShapeDtypeStruct((rows * settings.num_samples,), jnp.int32, sharding=replicated)
+  cache_length = decode_attention.cache_length(width + settings.max_new_tokens, params["embed"].dtype)
+  prefill = _prefill(platform).trace(config, settings, cache_length, params, tokens, mask, keys, budgets,
+                                     layout).lower(
       lowering_platforms=(platform,)).compile()
   state = jax.tree.map(lambda out, sharding: jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=sharding),
                        prefill.out_info, prefill.output_shardings)

@@ -153,6 +153,24 @@ def test_greedy_rollouts_equal_one_device(mesh_text):
   np.testing.assert_allclose(many.logprobs, one.logprobs, atol=1e-5)
 
 
+@pytest.mark.parametrize("mesh_text", ["data:8", "data:2,fsdp:4"])
+def test_a_shrinking_batch_of_sharded_rows_samples_the_same_tokens(mesh_text):
+  """Rows split over 8 devices: as rows finish (budgets 1..12) the batch shrinks 64 -> 32 -> 16 rows, still split
+  8 ways, and every row's tokens equal decoding the whole batch to the end."""
+  params = models.init(CONFIG, jax.random.key(5))
+  layout = Layout(make_mesh(mesh_text))
+  sharded = jax.device_put(params, layout.params(models.logical_axes(CONFIG), params))
+  budgets = np.random.default_rng(1).integers(1, 13, size=(4, 16))
+  budgets[0, 0] = 12
+  kwargs = dict(num_samples=16, max_new_tokens=12, temperature=1.0, chunk=2, row_budgets=budgets, layout=layout)
+  prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [1], [3, 4]]
+  shrunk = rollout.sample(CONFIG, sharded, prompts, jax.random.key(6), **kwargs)
+  whole = rollout.sample(CONFIG, sharded, prompts, jax.random.key(6), compact=False, **kwargs)
+  np.testing.assert_array_equal(shrunk.tokens, whole.tokens)
+  np.testing.assert_array_equal(shrunk.lengths, budgets)
+  np.testing.assert_allclose(shrunk.logprobs, whole.logprobs, atol=1e-5)
+
+
 @pytest.mark.parametrize("mesh_text", ["data:2,fsdp:4", "fsdp:4,tensor:2"])
 def test_rollouts_on_the_replicated_layout_equal_the_training_layout_s(mesh_text):
   """The trainer's rollout.layout: weights resharded from an FSDP / tensor training layout onto data:8 (whole on

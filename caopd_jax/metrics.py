@@ -131,10 +131,10 @@ def brier(correct, confidence) -> float:
   return float(np.mean((p - c) ** 2))
 
 
-def ece(correct, confidence, n_bins: int = 10, edges: str = "linspace") -> float:
-  """Expected calibration error with `n_bins` equal-width bins (`edges`: module docstring)."""
+def ece(correct, confidence, n_bins: int = 10, edges: str = "linspace", clip: bool = True) -> float:
+  """Expected calibration error with `n_bins` equal-width bins (`edges`, `clip`: module docstring)."""
   _check_bins(n_bins, edges)
-  c, p = _as_arrays(correct, confidence)
+  c, p = _as_arrays(correct, confidence, clip=clip)
   return _ece(_bin_stats(c, p, n_bins, edges), c.size)
 
 

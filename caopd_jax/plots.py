@@ -101,3 +101,26 @@ def curves(series: dict[str, dict[str, list[float | None]]], path: str, title: s
     if lines:
       ax.legend(fontsize=8)
   _save(figure, path)
+
+
+def pareto(runs: dict[str, dict], path: str) -> None:
+  """Writes a PNG to `path`: accuracy against ECE (left) and against reliability = 1 - Brier (right), one marker
+  per run. `runs`: name -> {"seeds": [{metric: value}], "mean": {metric: value}, "error": {metric: (below, above)}}
+  for metrics accuracy, ece, reliability; each seed is drawn faintly behind its run's mean and error bars."""
+  if not runs:
+    raise CaopdError("pareto needs at least one run; got an empty dict")
+  figure = Figure(figsize=(10.0, 4.2), layout="constrained")
+  axes = figure.subplots(1, 2)
+  for ax, (x, label) in zip(axes, (("ece", "ECE (lower is better)"), ("reliability", "1 - Brier (higher is better)"))):
+    for name, run in runs.items():
+      mean, error = run["mean"], run["error"]
+      bars = ax.errorbar(mean[x], mean["accuracy"], xerr=np.array(error[x])[:, None],
+                         yerr=np.array(error["accuracy"])[:, None], fmt="o", capsize=3, label=name)
+      ax.scatter([s[x] for s in run["seeds"]], [s["accuracy"] for s in run["seeds"]], s=12, alpha=0.35,
+                 color=bars[0].get_color())
+    ax.set(xlabel=label, ylabel="accuracy")
+    ax.grid(alpha=0.3)
+  axes[0].set_title("accuracy vs calibration error")
+  axes[1].set_title("accuracy vs reliability")
+  axes[1].legend(fontsize=8)
+  _save(figure, path)

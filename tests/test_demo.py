@@ -5,6 +5,7 @@ The full demo (`bash launch/demo.sh`) is the same code with a larger budget; its
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,11 @@ def test_fast_demo_runs_every_stage(tmp_path):
   table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
   assert [row.split("|")[1].strip() for row in table] == ["model", "base", "OPD", "CaOPD"] * 2  # greedy, sampled
   assert "ECE" in table[0] and "AUROC" in table[0]
+  timing = re.search(r"wall time (\d+) min (\d+) s \(base model (\d+) s, OPD (\d+) s, CaOPD (\d+) s, evaluation (\d+) s;",
+                     result.stdout)
+  assert timing, result.stdout[-600:]
+  minutes, secs, *stages = map(int, timing.groups())
+  assert abs(60 * minutes + secs - sum(stages)) <= 4     # the stages add up to the total (each rounded)
   for name in ("opd", "caopd"):
     history = read_metrics(folder / name)
     assert [r["step"] for r in history] == [1, 2, 3]

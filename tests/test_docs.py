@@ -43,6 +43,19 @@ COMMANDS = {
     "--config.train.output_dir=runs/smollm2-opd":
         ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.distill.calibrate=False "
                 "--config.train.output_dir=runs/smollm2-opd " + TINY_TRAIN),
+    "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.data.difficulty=1,2 "
+    "--config.train.output_dir=runs/task_a":
+        ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.data.difficulty=1,2 "
+                "--config.train.output_dir=runs/task_a " + TINY_TRAIN),
+    "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.model.path=runs/task_a "
+    "--config.data.difficulty=3 --config.train.output_dir=runs/task_b":
+        ("run", "python -m caopd_jax.train --config=configs/smollm2_arith.py --config.model.path=runs/task_a "
+                "--config.data.difficulty=3 --config.train.output_dir=runs/task_b " + TINY_TRAIN),
+    "for run in task_a task_b; do for level in 2 3; do python -m caopd_jax.eval --model runs/$run --dataset "
+    "arithmetic --difficulty $level --output eval/${run}_level$level --greedy; done; done":
+        ("run", "for run in task_a task_b; do for level in 2 3; do python -m caopd_jax.eval --model runs/$run "
+                "--dataset arithmetic --difficulty $level --output eval/${run}_level$level --greedy --limit 4 "
+                "--no_progress; done; done"),
     "python -m caopd_jax.train --config=configs/paper.py:qwen3-8b,science --config.model.path=Qwen/Qwen3-8B":
         ("skip", "8B weights from the Hub and the paper's data; Hub ids: tests/test_weights_hub.py, the recipe on its "
                  "target: tests/test_tpu_compile.py"),
@@ -61,6 +74,9 @@ COMMANDS = {
     "python -m caopd_jax.eval.compare eval/base eval/opd eval/caopd --names base,OPD,CaOPD --output compare.png":
         ("run", "python -m caopd_jax.eval.compare eval/base eval/opd eval/caopd --names base,OPD,CaOPD "
                 "--output compare.png"),
+    "python -m caopd_jax.eval.pareto eval/base eval/opd eval/caopd --names base,OPD,CaOPD --output pareto.png":
+        ("run", "python -m caopd_jax.eval.pareto eval/base eval/opd eval/caopd --names base,OPD,CaOPD "
+                "--output pareto.png"),
     "python -m caopd_jax.eval.curves runs/demo/opd runs/demo/caopd --names OPD,CaOPD --output curves.png":
         ("run", "python -m caopd_jax.eval.curves runs/demo/opd runs/demo/caopd --names OPD,CaOPD --output curves.png"),
     "python -m caopd_jax.eval --model HuggingFaceTB/SmolLM2-135M-Instruct --dataset science --data_dir ~/CaOPD/data "
@@ -220,12 +236,14 @@ def test_the_documented_commands_run_in_order(user_folder):
       assert ("caopd_jax" in result.stdout or "gcloud" in result.stdout), f"{documented}: {result.stdout[-2000:]}"
     if command.startswith(EIGHT_CPUS):   # rollout.layout=auto: CPU devices share one memory, so no replicas
       assert "rollouts (rollout.layout=auto): the training layout (CPU devices share" in result.stdout, result.stdout
+    if "--config.model.path=runs/task_a" in command:   # the continual-training example says what it continues
+      assert "continual training: starting from the student of run runs/task_a at its step 1" in result.stdout
     if command.startswith("python -m caopd_jax.demo"):
       os.symlink(user_folder / "runs" / "demo-fast", user_folder / "runs" / "demo")
   for path in ("eval/base/metrics.json", "eval/caopd/reliability.png", "compare.png", "curves.png", "scaling.png",
                "runs/smollm2-arith/metrics.jsonl", "runs/smollm2-opd/metrics.jsonl", "runs/mesh1/metrics.jsonl",
                "runs/mesh8/metrics.jsonl", "caopd-hf/model.safetensors", "eval/vllm/metrics.json",
-               "eval/smol-strict/metrics.json", "bench_run.jsonl"):
+               "eval/smol-strict/metrics.json", "bench_run.jsonl", "eval/task_b_level3/metrics.json", "pareto.png"):
     assert (user_folder / path).exists(), path
   # the paper protocol scores the first record right at 0.8 and the second wrong at 0.6
   assert json.loads((user_folder / "eval/vllm/metrics.json").read_text())["accuracy"] == 0.5

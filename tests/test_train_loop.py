@@ -172,6 +172,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup):
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 
+def test_a_run_continues_from_another_run_s_student_with_a_fresh_optimizer_and_schedule(setup, reference_run):
+  """Continual training (task A, then task B from A's model): model.path = run A's folder starts a new run B from
+  A's latest student. B counts from step 1 on its own warmup + cosine schedule (not A's step 8 of it), so with
+  warmup its first step has lr 0 and leaves A's weights exactly as they were; then it trains on B's task."""
+  from caopd_jax.train.optim import learning_rate_schedule
+  config_file, root = setup
+  stage_b = root / "stage_b"
+  result = train_cli(config_file, stage_b, f"--config.model.path={reference_run}", "--config.data.difficulty=3",
+                     "--config.train.steps=4", "--config.optim.warmup_fraction=0.5", "--config.checkpoint.every=1",
+                     "--config.checkpoint.keep=4", "--config.eval.every=0",
+                     "--config.train.batch_size=8")   # one step per rollout batch: a checkpoint after every step
+  assert result.returncode == 0, result.stderr
+  assert (f"continual training: starting from the student of run {reference_run} at its step 8, with a fresh "
+          "optimizer, learning-rate schedule (warmup included) and EMA teacher") in result.stdout
+  records = read_metrics(stage_b)
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  fresh = learning_rate_schedule(1e-2, 4, 0.5)
+  np.testing.assert_allclose([r["train/lr"] for r in records], [float(fresh(k)) for k in range(4)], rtol=1e-6)
+  _, a = weights.load(str(reference_run))
+  _, b1 = weights.load(str(stage_b), step=1)
+  _, b2 = weights.load(str(stage_b), step=2)
+  assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b1)))
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b2)))
+  saved = json.loads((stage_b / "config.json").read_text())
+  assert saved["model"]["path"] == str(reference_run) and saved["data"]["difficulty"] == [3]
+
+
 def test_resume_with_another_config_is_refused(setup, reference_run):
   config_file, _ = setup
   result = train_cli(config_file, reference_run, "--config.optim.lr=0.5")

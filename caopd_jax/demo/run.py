@@ -7,7 +7,10 @@ finished or interrupted training runs), so an interrupted demo continues where i
 import copy
 import json
 import os
+import platform
+import time
 
+import jax
 import jax.numpy as jnp
 
 from caopd_jax import plots, weights
@@ -67,15 +70,18 @@ def run_demo(config) -> dict:
           "(a 20-step base model answers at random). Drop --config.demo.fast for the real demo.", flush=True)
   out = config.demo.output_dir
   prompts = PromptConfig(**config.prompts.to_dict())
+  started = time.perf_counter()
   base = _base_model(config, prompts)
-  folders = {"base": base}
+  folders, seconds = {"base": base}, {"base model": time.perf_counter() - started}
   for step, (name, folder, calibrate) in enumerate(RUNS, start=2):
     print(f"[{step}/4] {name}: {config.train.steps} steps, {config.rollout.prompts_per_step} prompts x "
           f"{config.rollout.num_samples} rollouts per step", flush=True)
     run = copy.deepcopy(config)
     run.model.path, run.distill.calibrate = base, calibrate
     run.train.output_dir = folders[name] = os.path.join(out, folder)
+    stage_start = time.perf_counter()
     stopped_by = train(run).stopped_by
+    seconds[name] = time.perf_counter() - stage_start
     if stopped_by:
       raise CaopdError(f"the {name} run was stopped by {stopped_by} (saved); run the demo again to resume it")
   examples = load_examples("arithmetic", "eval", num_examples=config.demo.eval_examples, seed=config.seed,
@@ -83,7 +89,7 @@ def run_demo(config) -> dict:
   modes = {"greedy": (1, 0.0), "sampled": (config.demo.eval_samples, config.rollout.temperature)}
   print(f"[4/4] evaluating base, OPD and CaOPD on {len(examples)} held-out problems: greedy, and "
         f"{config.demo.eval_samples} samples at temperature {config.rollout.temperature}", flush=True)
-  results = {mode: {} for mode in modes}
+  results, stage_start = {mode: {} for mode in modes}, time.perf_counter()
   for name, path in folders.items():
     model_config, params = weights.load(path, jnp.float32)
     tokenizer = load_tokenizer(weights.tokenizer_path(path))
@@ -93,11 +99,21 @@ def run_demo(config) -> dict:
           num_samples=samples, temperature=temperature, seed=config.seed, progress=config.log.progress)
       write_json(os.path.join(out, "eval", f"{name}_{mode}.json"), {"metrics": results[mode][name],
                                                                      "records": records}, indent=1)
-  _report(out, results, folders, config)
+  seconds["evaluation"] = time.perf_counter() - stage_start
+  _report(out, results, folders, config, seconds)
   return results
 
 
-def _report(out: str, results: dict, folders: dict, config) -> None:
+def _timing(seconds: dict) -> str:
+  """One line: the demo's wall time by stage (stages an earlier run finished take ~0 s), and the machine."""
+  parts = ", ".join(f"{name} {s:.0f} s" for name, s in seconds.items())
+  total = sum(seconds.values())
+  return (f"wall time {total // 60:.0f} min {total % 60:.0f} s ({parts}; the environment's setup not included) on "
+          f"{os.cpu_count()} CPU core(s) of a {platform.machine()} {jax.devices()[0].platform} machine, "
+          f"jax {jax.__version__}")
+
+
+def _report(out: str, results: dict, folders: dict, config, seconds: dict) -> None:
   """Prints the tables; writes results.md, reliability_{greedy,sampled}.png and curves.png into `out`."""
   sections = []
   for mode, runs in results.items():
@@ -107,8 +123,9 @@ def _report(out: str, results: dict, folders: dict, config) -> None:
     sections.append(f"## Held-out problems, {how}\n\n{metrics_table(runs)}\n\n![reliability](reliability_{mode}.png)\n")
   curves = {name: rollout_curves(folders[name]) for name, _, _ in RUNS}
   plots.curves(curves, os.path.join(out, "curves.png"), "rollouts during training")
-  text = "# Demo results\n\n" + "\n".join(sections) + "\n## Training\n\n![curves](curves.png)\n"
+  timing = _timing(seconds)
+  text = (f"# Demo results\n\n{timing}\n\n" + "\n".join(sections) + "\n## Training\n\n![curves](curves.png)\n")
   with atomic_file(os.path.join(out, "results.md")) as tmp, open(tmp, "w") as f:
     f.write(text)
   print("\n" + "\n".join(sections).replace("](", "] (") + f"\nreport: {out}/results.md (with the reliability "
-        "diagrams and training curves as PNG files beside it)", flush=True)
+        f"diagrams and training curves as PNG files beside it)\n{timing}", flush=True)

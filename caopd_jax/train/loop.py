@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from caopd_jax import hardware, models, rollout, run_folder, weights
+from caopd_jax.weights import orbax_checkpoint
 from caopd_jax.calibration.rewrite import confidence_line_ids
 from caopd_jax.data.pipeline import batch_iterator
 from caopd_jax.data.sources import load_examples
@@ -133,6 +134,15 @@ class TrainResult(NamedTuple):
   stopped_by: str | None
 
 
+def _say_where_it_continues_from(config, step: int | None, logger: RunLogger) -> None:
+  """A new run whose model.path is another run's folder (continual training: task A, then task B from it)."""
+  path = config.model.path   # a Hub id or a file is no run
+  if os.path.isdir(path) and weights.source_kind(path) == "orbax" and (source_step := orbax_checkpoint.run_step(path, step)) is not None:
+    logger.message(f"continual training: starting from the student of run {path} at its step {source_step}, with "
+                   "a fresh optimizer, learning-rate schedule (warmup included) and EMA teacher (these weights); "
+                   "this run counts its own steps from 1")
+
+
 def train(config) -> TrainResult:
   """Runs (or resumes) the training run of `config` (a validated train config)."""
   validate(config)
@@ -194,6 +204,8 @@ def train(config) -> TrainResult:
     logger.message(f"rollouts (rollout.layout={config.rollout.layout}): {why}")
   if resumed is not None:
     logger.message(f"resumed {run_dir} at step {step}")
+  else:
+    _say_where_it_continues_from(config, step_arg, logger)
   compiled = set()   # (student width, teacher width) of every step program compiled so far
   sampled_widths = set()   # prompt widths the sampler has compiled for
   rows = config.rollout.prompts_per_step * config.rollout.num_samples

@@ -67,6 +67,14 @@ def resolve(path: str, step: int | None = None) -> tuple[str, str]:
   return steps[step]
 
 
+def run_step(path: str, step: int | None = None) -> int | None:
+  """The step `resolve` picks when `path` is a training run's folder (None for a single checkpoint)."""
+  steps = _step_dirs(path)
+  if not steps:
+    return None
+  return max(steps) if step is None else step
+
+
 def read_config(path: str) -> ModelConfig:
   config_path = os.path.join(path, CONFIG_FILE)
   try:

@@ -1,0 +1,92 @@
+"""Intervals for evaluation metrics (eval/intervals.py) and the accuracy-calibration view (eval/pareto.py):
+hand-computed t-intervals, the bootstrap's agreement with the eval's own metrics and with the normal
+approximation, and the command on evaluation folders."""
+
+import json
+
+import numpy as np
+import pytest
+
+from caopd_jax.errors import CaopdError, InputNotFoundError
+from caopd_jax.eval import intervals, pareto
+from caopd_jax.eval.protocols import get_protocol
+from caopd_jax.eval.report import write_report
+from caopd_jax.eval.scoring import summarise
+
+
+def _records(correct, confidence, samples=1):
+  """Scored records in the eval's format: question i's samples share id q{i}."""
+  return [{"id": f"q{i // samples}", "sample": i % samples, "correct": bool(c), "confidence": p,
+           "parsed_answer": 1} for i, (c, p) in enumerate(zip(correct, confidence))]
+
+
+def test_the_t_interval_over_seeds_by_hand():
+  mean, half = intervals.over_seeds([0.6, 0.7, 0.8])
+  assert mean == pytest.approx(0.7) and half == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-6)
+  assert intervals.over_seeds([0.5]) == (0.5, None)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "strict"])
+def test_the_bootstrap_recomputes_the_eval_s_own_metrics(protocol):
+  """Unresampled, the bootstrap's metric function gives summarise's accuracy, ECE and 1 - Brier, with a missing
+  confidence (scored 0) and, under the paper protocol, one above 1 (not clipped there)."""
+  rng = np.random.default_rng(0)
+  correct = rng.random(60) < 0.6
+  confidence = [round(float(x), 2) for x in rng.random(60)]
+  confidence[3], confidence[7] = None, 1.3
+  records = _records(correct, confidence)
+  rules = get_protocol(protocol)
+  expected = summarise(records, rules)
+  c, p = intervals._question_arrays(records)
+  got = intervals._values(c, p, rules)
+  assert got["accuracy"] == pytest.approx(expected["accuracy"])
+  assert got["ece"] == pytest.approx(expected["ece"])
+  assert got["reliability"] == pytest.approx(expected["reliability"])
+
+
+def test_the_bootstrap_interval_of_accuracy_matches_the_normal_approximation():
+  correct = np.arange(400) % 5 < 3                       # accuracy 0.6 over 400 questions
+  low, high = intervals.bootstrap(_records(correct, [0.6] * 400), get_protocol("paper"), draws=2000)["accuracy"]
+  half = 1.96 * np.sqrt(0.6 * 0.4 / 400)                 # 0.048
+  assert low < 0.6 < high and (high - low) / 2 == pytest.approx(half, rel=0.15)
+
+
+def test_the_bootstrap_keeps_a_question_s_samples_together():
+  """K = 4 samples of 50 questions, each question all right or all wrong: resampling questions, the accuracy's
+  interval is as wide as for 50 answers (resampling the 200 records would halve it)."""
+  per_question = np.arange(50) % 2 == 0
+  records = _records(np.repeat(per_question, 4), [0.5] * 200, samples=4)
+  low, high = intervals.bootstrap(records, get_protocol("paper"), draws=2000)["accuracy"]
+  assert (high - low) / 2 == pytest.approx(1.96 * np.sqrt(0.25 / 50), rel=0.2)
+  with pytest.raises(CaopdError, match="different numbers of samples per question"):
+    intervals.bootstrap(records[:-1], get_protocol("paper"))
+
+
+def test_the_pareto_command_groups_seeds_and_draws_the_view(tmp_path, capsys):
+  rng = np.random.default_rng(1)
+  folders = []
+  for name, accuracy, stated in (("opd0", 0.55, 1.0), ("opd1", 0.60, 1.0), ("opd2", 0.50, 1.0), ("caopd0", 0.6, 0.6)):
+    correct = rng.random(100) < accuracy
+    records = _records(correct, [stated] * 100)
+    write_report(str(tmp_path / name), name, records, summarise(records, get_protocol("paper")))
+    folders.append(str(tmp_path / name))
+  out = tmp_path / "points.json"
+  assert pareto.main([*folders, "--names", "OPD,OPD,OPD,CaOPD", "--output", str(tmp_path / "p.png"),
+                      "--json", str(out), "--draws", "200"]) == 0
+  runs = json.loads(out.read_text())
+  opd = runs["OPD"]
+  accuracies = [s["accuracy"] for s in opd["seeds"]]
+  assert opd["interval"] == "seeds" and opd["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
+  assert opd["error"]["accuracy"][0] == pytest.approx(intervals.over_seeds(accuracies)[1])
+  caopd = runs["CaOPD"]     # one seed: the bootstrap interval over questions
+  low, high = caopd["bootstrap"][0]["accuracy"]
+  assert caopd["interval"] == "bootstrap" and low < caopd["mean"]["accuracy"] < high
+  assert caopd["mean"]["ece"] < opd["mean"]["ece"]      # stated 1.0 at ~55% accuracy vs 0.6 at ~60%
+  printed = capsys.readouterr().out
+  assert "| OPD | 3 | seeds |" in printed and "| CaOPD | 1 | bootstrap |" in printed
+  assert (tmp_path / "p.png").stat().st_size > 10_000
+  with pytest.raises(CaopdError, match="one name per folder"):
+    pareto.main([*folders, "--names", "a,b"])
+  (tmp_path / "opd0" / "inference.json").unlink()
+  with pytest.raises(InputNotFoundError, match="no inference.json"):
+    pareto.main(folders)

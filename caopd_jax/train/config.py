@@ -74,7 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.rollout.temperature = 1.0       # sampling temperature of the rollouts (0 = greedy)
   c.rollout.top_k = 0               # 0 = off
   c.rollout.top_p = 1.0             # 1.0 = off
-  c.rollout.decode_chunk = 64       # decode steps per compiled call (progress/early-exit granularity)
+  c.rollout.decode_chunk = 64       # decode steps per compiled call (progress, early exit, batch shrinking)
   # where rollouts decode when the mesh splits the weights (fsdp, tensor): "replicated" reshards a copy of the
   # weights onto every device (no weight gathers per decode step; rows split), "train" decodes on the training
   # layout, "auto" replicates when a copy takes at most 1/4 of an accelerator's memory (sharding/rollout_layout.py)

@@ -49,7 +49,7 @@ class Rollouts(NamedTuple):
 
   tokens int32 [P, K, N]: completion tokens, 0 after the end. mask bool [P, K, N]: real tokens
   (a stop token included). lengths int32 [P, K]. stopped bool [P, K]: ended with a stop token;
-  truncated = ~stopped (ran out of max_new_tokens). logprobs float32 [P, K, N]: log-prob of each
+  truncated = ~stopped (ran out of max_new_tokens, or of its row budget). logprobs float32 [P, K, N]: log-prob of each
   token under the distribution it was drawn from (temperature/top-k/top-p applied; 0 for greedy);
   model_logprobs float32 [P, K, N]: under the unmodified model (temperature 1). Both 0 where ~mask.
   thresholds float32 [P, K, N]: the support of that distribution at each step, as a raw logit: the token

@@ -71,6 +71,10 @@ COMMANDS = {
     "--difficulty 1 --output eval/$run --greedy; done":
         ("run", "for run in base opd caopd; do python -m caopd_jax.eval --model runs/demo/$run --dataset arithmetic "
                 "--difficulty 1 --output eval/$run --greedy --limit 4 --no_progress; done"),
+    "python -m caopd_jax.eval --model runs/demo/caopd --dataset arithmetic --difficulty 1 --output eval/caopd-expected "
+    "--greedy --confidence expected":
+        ("run", "python -m caopd_jax.eval --model runs/demo/caopd --dataset arithmetic --difficulty 1 "
+                "--output eval/caopd-expected --greedy --confidence expected --limit 4 --no_progress"),
     "python -m caopd_jax.eval.compare eval/base eval/opd eval/caopd --names base,OPD,CaOPD --output compare.png":
         ("run", "python -m caopd_jax.eval.compare eval/base eval/opd eval/caopd --names base,OPD,CaOPD "
                 "--output compare.png"),

@@ -52,18 +52,28 @@ def _to_probability(match: re.Match) -> float | None:
   return min(1.0, max(0.0, value))
 
 
-def _last_probability(pattern: re.Pattern, text: str) -> float | None:
-  for match in reversed(list(pattern.finditer(text))):
-    value = _to_probability(match)
-    if value is not None:
-      return value
+def _last_value(text: str) -> re.Match | None:
+  """The match of the value parse_confidence reads: the last mappable line value, else the last tag value."""
+  for pattern in (_LINE_VALUE, _TAG_VALUE):
+    for match in reversed(list(pattern.finditer(text))):
+      if _to_probability(match) is not None:
+        return match
   return None
 
 
 def parse_confidence(text: str) -> float | None:
   """The stated confidence in [0, 1] of a completion, or None when it states none (a format failure)."""
-  value = _last_probability(_LINE_VALUE, text)
-  return value if value is not None else _last_probability(_TAG_VALUE, text)
+  match = _last_value(text)
+  return None if match is None else _to_probability(match)
+
+
+def stated_value_span(text: str) -> tuple[int, int] | None:
+  """(start, end) of the value text parse_confidence reads ("0.7" of "Confidence: 0.7", with its "%" or "/b"), or
+  None when it reads none."""
+  match = _last_value(text)
+  if match is None:
+    return None
+  return match.start("num"), max(match.end(group) for group in ("num", "pct", "den") if match[group] is not None)
 
 
 def confidence_start(text: str) -> int:

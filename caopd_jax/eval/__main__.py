@@ -10,6 +10,8 @@ records), metrics.json and reliability.png into DIR (eval/report.py) and print t
 default) is the reference's eval code, greedy, 2048 new tokens on science and 1024 elsewhere; `strict` is our
 training verifiers and exact bin edges, temperature 1.0, 1024 new tokens. --greedy, --temperature and
 --max_new_tokens override the decoding; metrics.json records the protocol and the decoding used.
+--confidence expected re-reads each stated confidence as the mean of the model's distribution over the values it
+could have written (metrics.json's `confidence_readout`; inference.json keeps `stated_confidence`).
 
 The model is an HF folder, a .gguf file, or an Orbax checkpoint / run folder of this project (latest step,
 or --step). A training run folder also supplies the prompt wording it was trained with (its config.json);
@@ -57,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--difficulty", default="1,2", help="arithmetic levels to mix, e.g. 1 or 1,2 (see data/arithmetic.py)")
   p.add_argument("--prompts", default=None, help="a training config file whose prompt wording to use (e.g. to "
                  "evaluate a base model with the prompts its runs train with); default: the run's, else built-in")
+  p.add_argument("--confidence", default="stated", choices=["stated", "expected"], help="stated: the value each "
+                 "completion wrote (default); expected: the mean of the model's distribution over the values it "
+                 "could have written there (eval/expected_confidence.py), e.g. for greedy decoding")
   p.add_argument("--no_progress", action="store_true")
   return p
 
@@ -106,7 +111,8 @@ def _score(args, protocol: Protocol) -> int:
                      f"got {args.dataset!r}")
   given = {"--step": args.step, "--prompts": args.prompts, "--limit": args.limit, "--greedy": args.greedy or None,
            "--temperature": args.temperature, "--max_new_tokens": args.max_new_tokens,
-           "--num_samples": None if args.num_samples == 1 else args.num_samples}
+           "--num_samples": None if args.num_samples == 1 else args.num_samples,
+           "--confidence": None if args.confidence == "stated" else args.confidence}
   model_only = [flag for flag, value in given.items() if value is not None]
   if model_only:
     raise CaopdError(f"{', '.join(model_only)} applies to --model only; --score reads finished completions")
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
   records, summary = evaluate(config, params, tokenizer, examples, prompts,
                               max_new_tokens=max_new_tokens, num_samples=args.num_samples, temperature=temperature,
                               batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
-                              protocol=protocol.name)
+                              protocol=protocol.name, confidence=args.confidence)
   name = os.path.basename(os.path.normpath(args.model))
   write_report(args.output, name, records, summary)
   print(metrics_table({name: summary}))

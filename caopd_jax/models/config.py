@@ -83,6 +83,9 @@ class ModelConfig:
                  "num_kv_heads", "head_dim"):
       if getattr(self, name) <= 0:
         problems.append(f"{name} must be positive, got {getattr(self, name)}")
+    for name, allowed in (("qk_norm", ("none", "head", "full")), ("norm_position", ("pre", "post"))):
+      if getattr(self, name) not in allowed:
+        problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
     if self.num_kv_heads > 0 and self.num_heads % self.num_kv_heads:
       problems.append(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
     if self.layer_types:

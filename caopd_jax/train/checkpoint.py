@@ -124,6 +124,7 @@ class RunCheckpoints:
     self.manager = ocp.CheckpointManager(os.path.join(self.run_dir, run_folder.CHECKPOINTS), options=options)
     self.complete = self.manager.latest_step()   # the newest step known to be written whole
     self.pending = None                          # the step of a save that may still be writing
+    self.failed = False                          # a save failed (reported once; the run ends)
     _quiet_asyncio()
 
   def write_run_files(self, config: dict, model_config, tokenizer) -> None:
@@ -227,15 +228,29 @@ class RunCheckpoints:
                        "same command again") from None
 
   def wait(self) -> None:
-    """Blocks until background saves have finished (CaopdError, as for `save`, if one failed)."""
-    with self._writing():
-      self.manager.wait_until_finished()
+    """Blocks until background saves have finished (CaopdError, as for `save`, if one failed: once, and the step
+    is never counted complete afterwards)."""
+    if self.failed:
+      return
+    try:
+      with self._writing():
+        self.manager.wait_until_finished()
+    except CaopdError:
+      self.failed = True
+      raise
     if self.pending is not None:
       self.complete, self.pending = self.pending, None
 
   def close(self) -> None:
+    """Waits for the last save and stops Orbax's threads. After a failed save (already reported) the other errors
+    Orbax kept from that save are not raised again: they would hide the report."""
     self.wait()
-    self.manager.close()
+    if self.failed:
+      with contextlib.suppress(Exception):
+        self.manager.close()
+      return
+    with self._writing():
+      self.manager.close()
 
 
 def _cause(error: BaseException) -> str:

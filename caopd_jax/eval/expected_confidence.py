@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from caopd_jax import models
 from caopd_jax.calibration.confidence import stated_value_span
-from caopd_jax.models import kv_cache
+from caopd_jax.models import decode_attention, kv_cache
 from caopd_jax.models.config import ModelConfig
 from caopd_jax.tokenizers.base import Tokenizer
 
@@ -72,7 +72,8 @@ def _log_likelihoods(config: ModelConfig, params, prefix, prefix_mask, suffix, s
   """
   r, c, s = suffix.shape
   layers = models.unstack_layers(params)
-  cache = kv_cache.init(config, r, prefix.shape[1] + s - 1, params["embed"].dtype)
+  dtype = params["embed"].dtype
+  cache = kv_cache.init(config, r, decode_attention.cache_length(prefix.shape[1] + s - 1, dtype), dtype)
   hidden, cache = models.forward_with_cache(config, params, prefix, prefix_mask, models.default_positions(prefix_mask),
                                             cache, layers)
   first = jnp.repeat(hidden[:, -1:], c, axis=0)                                  # [R*C, 1, D]

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from caopd_jax import rollout
 from caopd_jax.data.example import Example
-from caopd_jax.errors import CaopdError
 from caopd_jax.distill.prompts import PromptConfig, render, student_messages
+from caopd_jax.errors import CaopdError
 from caopd_jax.eval.expected_confidence import expected_confidences
 from caopd_jax.eval.protocols import get_protocol, golden_answer
 from caopd_jax.eval.scoring import score, summarise

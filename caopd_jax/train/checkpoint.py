@@ -223,6 +223,7 @@ class RunCheckpoints:
     try:
       yield
     except Exception as error:  # noqa: BLE001  (Orbax wraps OSError in several layers)
+      self.failed = True
       raise CaopdError(f"could not write the checkpoint of step {self.pending} into {self.manager.directory}: "
                        f"{_cause(error)}; {self._kept()}. Free space or fix the folder's permissions, then run the "
                        "same command again") from None
@@ -232,12 +233,8 @@ class RunCheckpoints:
     is never counted complete afterwards)."""
     if self.failed:
       return
-    try:
-      with self._writing():
-        self.manager.wait_until_finished()
-    except CaopdError:
-      self.failed = True
-      raise
+    with self._writing():
+      self.manager.wait_until_finished()
     if self.pending is not None:
       self.complete, self.pending = self.pending, None
 

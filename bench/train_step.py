@@ -76,7 +76,8 @@ def main():
   p.add_argument("--divergence", default="forward_kl", choices=DIVERGENCES)
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--micro_batches", type=int, default=1)
-  p.add_argument("--remat", default="none", choices=REMAT, help="as config train.remat")
+  p.add_argument("--remat", default="dots", choices=REMAT,
+                 help="as config train.remat (dots: what train.remat=auto picks on GPUs, the fastest step measured)")
   p.add_argument("--mesh", default="1", help="as for training: 1, auto, data:2,fsdp:4,tensor:1 or a preset")
   defaults = default_config()
   p.add_argument("--teacher_dtype", default=defaults.model.teacher_dtype, choices=DTYPES,

@@ -17,6 +17,9 @@ from caopd_jax.models.config import ModelConfig
 from caopd_jax.sharding.layout import constrain
 
 
+NAMES = ("batch", "cache_heads", "length", "head_dim")   # logical axes of a buffer, laid out by the active layout
+
+
 class KVCache(NamedTuple):
   """k, v: one array [B, K, S, Dh] per layer; valid: bool [B, S]; index: int32 [] slots filled so far."""
   k: tuple[jax.Array, ...]
@@ -28,8 +31,7 @@ class KVCache(NamedTuple):
 def init(config: ModelConfig, batch: int, length: int, dtype) -> KVCache:
   """An empty cache of `length` slots for `batch` rows."""
   shape = (batch, config.num_kv_heads, length, config.head_dim)
-  names = ("batch", "cache_heads", "length", "head_dim")   # laid out by the active sharding layout, if any
-  buffers = lambda: tuple(constrain(jnp.zeros(shape, dtype), names) for _ in range(config.num_layers))  # noqa: E731
+  buffers = lambda: tuple(constrain(jnp.zeros(shape, dtype), NAMES) for _ in range(config.num_layers))  # noqa: E731
   return KVCache(buffers(), buffers(), jnp.zeros((batch, length), bool), jnp.zeros((), jnp.int32))
 
 

@@ -24,6 +24,11 @@ def activate(layout: Layout | None):
     _ACTIVE.reset(token)
 
 
+def active() -> Layout | None:
+  """The layout over several devices active in this trace, or None (one device, or none given)."""
+  return _ACTIVE.get()
+
+
 def is_distributed() -> bool:
   """Whether a layout over several devices is active (model code then keeps to what XLA can partition)."""
   return _ACTIVE.get() is not None

@@ -117,8 +117,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 32           # sequences per optimizer step; divides prompts_per_step * num_samples
   # sequences per forward/backward (gradient accumulation), a divisor of batch_size; 0 = auto: the largest that fits
   c.train.micro_batch_size = 0      # the devices' memory with the least recomputation (train/memory_plan.py)
-  # auto (the least recomputation that fits: train/memory_plan.py) | none | dots (keep matmul outputs) | layers
-  # (recompute each layer in the backward: least memory)
+  # auto (on GPUs dots, the fastest step measured, else the least recomputation that fits: train/memory_plan.py)
+  # | none | dots (keep matmul outputs) | layers (recompute each layer in the backward: least memory)
   c.train.remat = "auto"            # (see above)
   # bfloat16 params / teacher (model.dtype, model.teacher_dtype): "stochastic" rounds each update so that steps
   # below half a bf16 spacing (lr 2e-5 on a 0.02 weight) add up as in float32 (distill/rounding.py) | "nearest"

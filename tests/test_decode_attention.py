@@ -59,19 +59,14 @@ def test_where_the_kernel_runs():
 def test_sampling_with_the_kernel_draws_the_xla_form_s_tokens(family, monkeypatch):
   """The whole sampler with the kernel in every decode step (a cache rounded up to 128-slot blocks) draws the
   tokens and log-probs of the XLA form, for prompts of different lengths (different spans per row)."""
-  from caopd_jax.rollout import sampler
+  from decode_kernel_sampling import sample_with_the_kernel
   _, _, config, params, _ = family
   rng = np.random.default_rng(2)
   prompts = [rng.integers(3, config.vocab_size, size=n).tolist() for n in (5, 9, 3)]
   kwargs = dict(num_samples=2, max_new_tokens=10, temperature=1.0)
   with jax.default_matmul_precision("highest"):   # float32 products as on a CPU (GPUs default to TF32)
     xla = rollout.sample(config, params, prompts, jax.random.key(4), **kwargs)
-    monkeypatch.setattr(decode_attention, "implementation", lambda dtype: "interpret")
-    jax.clear_caches()
-    sampler._prefill.cache_clear()
-    kernel = rollout.sample(config, params, prompts, jax.random.key(4), **kwargs)
-    jax.clear_caches()
-    sampler._prefill.cache_clear()
+    kernel = sample_with_the_kernel(monkeypatch, config, params, prompts, jax.random.key(4), **kwargs)
   np.testing.assert_array_equal(kernel.tokens, xla.tokens)
   np.testing.assert_allclose(kernel.logprobs, xla.logprobs, atol=1e-4)
 

@@ -273,22 +273,6 @@ def test_shrinking_the_batch_changes_no_token(family, temperature, monkeypatch):
   np.testing.assert_allclose(shrunk.thresholds, whole.thresholds, atol=1e-5)
 
 
-def test_the_smaller_batches_programs_are_compiled_in_the_background(bigram_model, monkeypatch):
-  """On accelerators the decode and gather programs of every batch the rollout may shrink to compile in background
-  threads while the full batch decodes: once they are done, shrinking 64 -> 32 -> 16 rows compiles nothing more on
-  the decoding thread, and the tokens are those of decoding the whole batch."""
-  from compile_watch import compiles_after_the_first_shrink
-  config, params, _ = bigram_model
-  budgets = np.random.default_rng(3).integers(1, 13, size=(4, 16))
-  budgets[0, 0] = 12
-  kwargs = dict(num_samples=16, max_new_tokens=12, chunk=2, row_budgets=budgets)
-  prompts = [[3], [3, 3], [5], [7, 1]]
-  shrunk, compiled = compiles_after_the_first_shrink(monkeypatch, config, params, prompts, jax.random.key(2), **kwargs)
-  assert not [name for name in compiled if name in ("jit(_decode)", "jit(gather)")], compiled
-  whole = rollout.sample(config, params, prompts, jax.random.key(2), compact=False, **kwargs)
-  np.testing.assert_array_equal(shrunk.tokens, whole.tokens)
-
-
 def test_shrinking_the_batch_keeps_stop_tokens(bigram_model):
   config, params, logits = bigram_model
   stops = [t for t in range(12) if t not in np.argsort(-logits)[:2]]

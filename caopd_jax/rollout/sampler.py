@@ -11,8 +11,7 @@ chunks of `chunk` steps so a progress bar can advance between chunks; the cache
 is donated from chunk to chunk. Row (i, k) draws from its own PRNG stream
 fold_in(fold_in(rng, i), k), so other prompts in the batch never change its samples. Between chunks, once at
 most half of the rows are still decoding, the batch shrinks to them (`compaction`): finished rows stop costing
-decode steps, and every row draws the same tokens as in the full batch. On accelerators the smaller batches' programs
-compile in background threads while the full batch decodes.
+decode steps, and every row draws the same tokens as in the full batch.
 """
 
 import functools
@@ -29,7 +28,7 @@ from caopd_jax.models.config import ModelConfig
 from caopd_jax.rollout import compaction
 from caopd_jax.rollout.sampling import choose
 from caopd_jax.sharding.distributed import to_host
-from caopd_jax.sharding.layout import activate
+from caopd_jax.sharding.layout import activate, constrain
 from caopd_jax.sharding.rules import Layout
 
 MIN_PROMPT_BUCKET = 16
@@ -123,12 +122,14 @@ def _prefill_body(config, settings, cache_length, params, tokens, mask, keys, bu
   rows = tokens.shape[0] * k
   n = settings.max_new_tokens
   cache = kv_cache.repeat(cache, k)
-  return compaction.constrain_rows(DecodeState(
+  cache = cache._replace(k=tuple(constrain(x, kv_cache.NAMES) for x in cache.k),
+                         v=tuple(constrain(x, kv_cache.NAMES) for x in cache.v))
+  return DecodeState(
       step=jnp.zeros((), jnp.int32), cache=cache, hidden=jnp.repeat(hidden[:, -1], k, axis=0),
       positions=jnp.repeat(mask.sum(axis=1).astype(jnp.int32), k), done=jnp.zeros((rows,), bool), keys=keys,
       budgets=budgets,
       tokens=jnp.zeros((rows, n), jnp.int32), logprobs=jnp.zeros((rows, n), jnp.float32),
-      model_logprobs=jnp.zeros((rows, n), jnp.float32), thresholds=jnp.full((rows, n), -jnp.inf, jnp.float32)))
+      model_logprobs=jnp.zeros((rows, n), jnp.float32), thresholds=jnp.full((rows, n), -jnp.inf, jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 5), donate_argnums=(3,))
@@ -168,7 +169,7 @@ def _decode_body(config, settings, params, state: DecodeState, until) -> DecodeS
         model_logprobs=put(s.model_logprobs, jnp.where(active, model_logprob, 0.0)),
         thresholds=put(s.thresholds, jnp.where(active, threshold, -jnp.inf)))
 
-  return compaction.constrain_rows(jax.lax.while_loop(cond, body, state))
+  return jax.lax.while_loop(cond, body, state)
 
 
 def _check(config: ModelConfig, prompts, settings: Settings, max_length: int) -> None:
@@ -241,9 +242,6 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
                                           budgets.reshape(-1), layout)
   outputs = _Outputs(rows * k, steps)
   row_ids, shards = np.arange(rows * k), compaction.row_shards(layout)
-  if compact and _precompiling():
-    compaction.precompile(lambda smaller: _decode.trace(config, settings, params, smaller, jnp.int32(0), layout)
-                          .lower().compile(), state, layout, shards)
   bar = _progress_bar(steps, n * k) if progress else None
   for until in range(chunk, steps + chunk, chunk):
     state = _decode(config, settings, params, state, jnp.int32(until), layout)
@@ -260,12 +258,6 @@ def sample(config: ModelConfig, params, prompts: Sequence[Sequence[int]], rng: j
     bar.close()
   outputs.collect(state, row_ids)
   return outputs.rollouts(n, rows, k, budgets[:n], settings.stop_token_ids)
-
-
-def _precompiling() -> bool:
-  """Whether smaller batches' programs compile in the background (`compaction.precompile`): on accelerators, whose
-  host cores are free while the device decodes (on a CPU they are the ones decoding)."""
-  return jax.default_backend() != "cpu"
 
 
 def _checked_budgets(row_budgets, n: int, k: int, steps: int) -> np.ndarray:

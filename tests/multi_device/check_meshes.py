@@ -5,6 +5,8 @@ One training step, the loss gradient, greedy rollouts and a checkpoint round tri
 """
 
 import functools
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -157,8 +159,8 @@ def test_greedy_rollouts_equal_one_device(mesh_text):
 def test_the_decode_kernel_under_shard_map_draws_the_xla_form_s_tokens(mesh_text, monkeypatch):
   """The Pallas decode-attention kernel (in its interpreter) on a sharded cache: each device attends for its own
   rows and KV heads; tokens (greedy and T=1) and log-probs equal the XLA form's on the same mesh."""
-  from caopd_jax.models import decode_attention
-  from caopd_jax.rollout import sampler
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/
+  from decode_kernel_sampling import sample_with_the_kernel
   params = models.init(CONFIG, jax.random.key(7))
   layout = Layout(make_mesh(mesh_text))
   sharded = jax.device_put(params, layout.params(models.logical_axes(CONFIG), params))
@@ -166,13 +168,7 @@ def test_the_decode_kernel_under_shard_map_draws_the_xla_form_s_tokens(mesh_text
   for temperature in (0.0, 1.0):
     kwargs = dict(num_samples=4, max_new_tokens=6, temperature=temperature, layout=layout)
     xla = rollout.sample(CONFIG, sharded, prompts, jax.random.key(8), **kwargs)
-    with monkeypatch.context() as patch:
-      patch.setattr(decode_attention, "implementation", lambda dtype: "interpret")
-      jax.clear_caches()
-      sampler._prefill.cache_clear()
-      kernel = rollout.sample(CONFIG, sharded, prompts, jax.random.key(8), **kwargs)
-    jax.clear_caches()
-    sampler._prefill.cache_clear()
+    kernel = sample_with_the_kernel(monkeypatch, CONFIG, sharded, prompts, jax.random.key(8), **kwargs)
     np.testing.assert_array_equal(kernel.tokens, xla.tokens)
     np.testing.assert_allclose(kernel.logprobs, xla.logprobs, atol=1e-5)
 
@@ -193,28 +189,6 @@ def test_a_shrinking_batch_of_sharded_rows_samples_the_same_tokens(mesh_text):
   np.testing.assert_array_equal(shrunk.tokens, whole.tokens)
   np.testing.assert_array_equal(shrunk.lengths, budgets)
   np.testing.assert_allclose(shrunk.logprobs, whole.logprobs, atol=1e-5)
-
-
-@pytest.mark.parametrize("mesh_text", ["data:8", "data:2,fsdp:2,tensor:2"])
-def test_the_background_compiles_fit_sharded_rows(mesh_text, monkeypatch):
-  """The programs compiled in the background for the smaller batches have the shardings the shrunk batch really
-  has: shrinking 64 -> 32 -> 16 rows split over the mesh compiles nothing more on the decoding thread."""
-  import os
-  import sys
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  from compile_watch import compiles_after_the_first_shrink
-  params = models.init(CONFIG, jax.random.key(5))
-  layout = Layout(make_mesh(mesh_text))
-  sharded = jax.device_put(params, layout.params(models.logical_axes(CONFIG), params))
-  budgets = np.random.default_rng(2).integers(1, 13, size=(4, 16))
-  budgets[0, 0] = 12
-  kwargs = dict(num_samples=16, max_new_tokens=12, temperature=1.0, chunk=2, row_budgets=budgets, layout=layout)
-  prompts = [[5, 6, 7], [8, 9, 10, 11, 12], [1], [3, 4]]
-  shrunk, compiled = compiles_after_the_first_shrink(monkeypatch, CONFIG, sharded, prompts, jax.random.key(6),
-                                                     **kwargs)
-  assert not [name for name in compiled if name in ("jit(_decode)", "jit(gather)")], compiled
-  whole = rollout.sample(CONFIG, sharded, prompts, jax.random.key(6), compact=False, **kwargs)
-  np.testing.assert_array_equal(shrunk.tokens, whole.tokens)
 
 
 @pytest.mark.parametrize("mesh_text", ["data:2,fsdp:4", "fsdp:4,tensor:2"])

@@ -15,7 +15,6 @@ the XLA form.
 import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.gpu import decode_attention as pallas_decode
-
 from jax.sharding import PartitionSpec
 
 from caopd_jax.models import kv_cache

@@ -29,11 +29,6 @@ def active() -> Layout | None:
   return _ACTIVE.get()
 
 
-def is_distributed() -> bool:
-  """Whether a layout over several devices is active (model code then keeps to what XLA can partition)."""
-  return _ACTIVE.get() is not None
-
-
 def constrain(x: jax.Array, names: tuple) -> jax.Array:
   """x with its sharding pinned to the active layout's spec for logical dimension `names`."""
   layout = _ACTIVE.get()

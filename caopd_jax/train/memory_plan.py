@@ -5,11 +5,11 @@
 
 The choice is the first remat of `remat_order` that fits (on GPUs dots, then layers: keeping only the matmul outputs
 gave the fastest step as well as less memory; elsewhere the least recomputation: none, then dots, then layers) and,
-with it, the largest micro-batch (a divisor of train.batch_size, a multiple of the mesh's batch shards where one is) whose training step fits:
-per-device bytes from XLA's memory analysis of the step compiled for the mesh (setup.compile_step, at the widest
-prompt rungs: the most memory a run's step needs), within the device's memory (hardware.Chip) less HEADROOM. Memory
-grows with the micro-batch, so for each remat the largest micro-batch is tried first, then the smallest, then a
-bisection between them. A config that fits no setting stops here, before any work, naming the bytes needed and
+with it, the largest micro-batch (a divisor of train.batch_size, a multiple of the mesh's batch shards where one is)
+whose training step fits: per-device bytes from XLA's memory analysis of the step compiled for the mesh
+(setup.compile_step, at the widest prompt rungs: the most memory a run's step needs), within the device's memory
+(hardware.Chip) less HEADROOM. Memory grows with the micro-batch, so for each remat the largest micro-batch is tried
+first, then the smallest, then a bisection between them. A config that fits no setting stops here, before any work, naming the bytes needed and
 available and what to change.
 The decision is cached in the run folder (memory_plan.json, keyed by everything it depends on), so a resumed run
 does not compile the candidates again. Fields set explicitly (not auto) are taken as they are, unchecked.

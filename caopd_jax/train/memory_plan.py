@@ -10,8 +10,7 @@ whose training step fits: per-device bytes from XLA's memory analysis of the ste
 (setup.compile_step, at the widest prompt rungs: the most memory a run's step needs), within the device's memory
 (hardware.Chip) less HEADROOM. Memory grows with the micro-batch, so for each remat the largest micro-batch is tried
 first, then the smallest, then a bisection between them. A config that fits no setting stops here, before any work,
-naming the bytes needed and
-available and what to change.
+naming the bytes needed and available and what to change.
 The decision is cached in the run folder (memory_plan.json, keyed by everything it depends on), so a resumed run
 does not compile the candidates again. Fields set explicitly (not auto) are taken as they are, unchecked.
 """

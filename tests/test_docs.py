@@ -97,6 +97,8 @@ COMMANDS = {
     "bash launch/smollm2_study.sh": ("dry", "bash launch/smollm2_study.sh"),
     "GPUS=\"0 1 2 3\" PARALLEL_EVALS=1 bash launch/smollm2_study.sh":
         ("dry", "GPUS=\"0 1 2 3\" PARALLEL_EVALS=1 bash launch/smollm2_study.sh"),
+    "SEEDS=\"42 1 2\" CONTINUAL=1 STEPS=150 STEPS_B=60 GPUS=\"0 0 0\" bash launch/smollm2_study.sh":
+        ("dry", "SEEDS=\"42 1 2\" CONTINUAL=1 STEPS=150 STEPS_B=60 GPUS=\"0 0 0\" bash launch/smollm2_study.sh"),
     "bash launch/train.sh --config=configs/smollm2_arith.py --mesh=1":
         ("run", "bash launch/train.sh --config=configs/smollm2_arith.py --mesh=1 --config.train.output_dir=runs/mesh1 "
                 + TINY_TRAIN),

@@ -123,3 +123,61 @@ def test_smollm2_study_finds_the_packaged_gguf_without_being_told():
                        timeout=120)
   assert out.returncode == 0, out.stderr
   assert f"--model {weights.smollm2_gguf()}" in out.stdout
+
+
+def test_smollm2_study_with_seeds_and_a_continual_stage_lists_every_seed_s_runs_and_the_pareto_views():
+  env = dict(os.environ, DRY_RUN="1", PYTHON="python3", GGUF="/models/smol.gguf", SEEDS="42 7", CONTINUAL="1",
+             STEPS="150", STEPS_B="60", MODELS="opd base")
+  out = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 0, out.stderr
+  lines = out.stdout.splitlines()
+  trains = [line for line in lines if "caopd_jax.train " in line]
+  assert len(trains) == 4     # per seed: OPD on task A, then OPD continued on task B
+  stage_b = [t for t in trains if "output_dir=runs/smollm2-study/seed7/opd_b " in t]
+  assert len(stage_b) == 1 and "--config.model.path=runs/smollm2-study/seed7/opd " in stage_b[0]
+  assert ("--config.seed=7 --config.train.steps=60 --config.data.difficulty=3 --config.distill.calibrate=False"
+          in stage_b[0])
+  evals = [line for line in lines if "caopd_jax.eval " in line]
+  assert len(evals) == 2 * (4 + 4 + 4) and all("--protocol strict" in e for e in evals)
+  assert sum("--seed 7 " in e for e in evals) == 12 and sum("/seed7/eval/heldout-k8/opd_b" in e for e in evals) == 1
+  pareto = [line for line in lines if "eval.pareto" in line]
+  assert len(pareto) == 4 and "--names base,base,OPD,OPD," in pareto[0]
+
+
+def test_smollm2_study_rerun_skips_evaluations_that_finished(tmp_path):
+  done = tmp_path / "eval" / "heldout-greedy" / "base"
+  done.mkdir(parents=True)
+  (done / "metrics.json").write_text("{}")
+  env = dict(os.environ, DRY_RUN="0", PYTHON="echo", GGUF="/models/smol.gguf", MODELS="base", PARTS="eval",
+             OUT=str(tmp_path))
+  out = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 0, out.stderr
+  assert f"done already: {done}" in out.stderr
+  ran = [line for line in out.stdout.splitlines() if "caopd_jax.eval " in line]
+  assert len(ran) == 3 and not any(str(done) in line for line in ran)
+
+
+def test_smollm2_study_runs_share_one_persistent_compilation_cache(tmp_path):
+  python = tmp_path / "python"     # stands in for python: prints the cache folder it was given
+  python.write_text("#!/bin/sh\necho \"cache=$JAX_COMPILATION_CACHE_DIR\"\n")
+  python.chmod(0o755)
+  env = dict(os.environ, DRY_RUN="0", PYTHON=str(python), GGUF="/models/smol.gguf", MODELS="base", PARTS="eval",
+             OUT=str(tmp_path / "study"))
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  out = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.count(f"cache={tmp_path / 'study' / 'xla_cache'}") == 4
+  env["JAX_COMPILATION_CACHE_DIR"] = "/elsewhere"
+  out = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+  assert out.stdout.count("cache=/elsewhere") == 4
+
+
+def test_smollm2_study_refuses_a_seed_that_is_not_a_number():
+  env = dict(os.environ, DRY_RUN="1", PYTHON="python3", GGUF="/models/smol.gguf", SEEDS="42 one")
+  out = subprocess.run(["bash", "launch/smollm2_study.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=60)
+  assert out.returncode == 2 and "SEEDS: 'one' is not a non-negative integer" in out.stderr

@@ -90,3 +90,33 @@ def test_the_pareto_command_groups_seeds_and_draws_the_view(tmp_path, capsys):
   (tmp_path / "opd0" / "inference.json").unlink()
   with pytest.raises(InputNotFoundError, match="no inference.json"):
     pareto.main(folders)
+
+
+def test_compare_gives_seeds_of_one_name_a_mean_with_its_t_interval_and_pooled_bins(tmp_path, capsys):
+  from caopd_jax.eval import compare
+  from caopd_jax.eval.report import pooled, read_metrics
+  folders = []
+  for name, correct, stated in (("a0", [1, 1, 0, 0], 0.75), ("a1", [1, 0, 0, 0], 0.75), ("a2", [1, 1, 1, 0], 0.25),
+                                ("b0", [1, 0, 1, 0], 0.55)):
+    records = _records(correct, [stated] * 4)
+    write_report(str(tmp_path / name), name, records, summarise(records, get_protocol("strict")))
+    folders.append(str(tmp_path / name))
+  assert compare.main([*folders, "--names", "OPD,OPD,OPD,CaOPD", "--output", str(tmp_path / "c.png")]) == 0
+  printed = capsys.readouterr().out
+  # accuracy 0.5, 0.25, 0.75: mean 0.5, sd 0.25, half width t(0.975, 2) * 0.25 / sqrt(3) = 4.3027 * 0.14434 = 0.621
+  assert "| OPD | 3 | 0.500 ± 0.621 |" in printed and "| CaOPD | 1 | 0.500 |" in printed
+  assert (tmp_path / "c.png").stat().st_size > 10_000
+  bins = pooled([read_metrics(f) for f in folders[:3]])["bin_stats"]
+  by_bin = {b["bin"]: b for b in bins if b["count"]}
+  # stated 0.75 (bin 7): 8 answers, 3 right; stated 0.25 (bin 2): 4 answers, 3 right
+  assert by_bin[7]["count"] == 8 and by_bin[7]["accuracy"] == pytest.approx(3 / 8)
+  assert by_bin[2]["count"] == 4 and by_bin[2]["accuracy"] == pytest.approx(0.75)
+  assert by_bin[7]["mean_conf"] == pytest.approx(0.75) and set(by_bin) == {2, 7}
+
+
+def test_the_seed_interval_of_a_metric_near_zero_stops_at_zero():
+  points = [{"values": {"accuracy": a, "ece": 0.5, "reliability": 0.5}, "folder": f"s{i}", "bootstrap": {}}
+            for i, a in enumerate((0.0, 0.0, 0.06))]
+  run = pareto.run_point(points)
+  half = intervals.over_seeds([0.0, 0.0, 0.06])[1]    # 4.303 * 0.0346 / sqrt(3) = 0.086 > the mean 0.02
+  assert half > 0.02 and run["error"]["accuracy"] == (pytest.approx(0.02), pytest.approx(half))

@@ -2,8 +2,9 @@
 
 The accuracy-calibration trade-off of several evaluations, the paper's framing: accuracy against ECE and against
 reliability (1 - Brier), one point per run. Folders given the same name are seeds of one run: its point is their
-mean, its error bars the 95% t-interval over seeds. A run with one seed shows the 95% bootstrap interval over
-questions instead (`intervals.py`). The table lists every run and, per folder, that bootstrap interval.
+mean, its error bars the 95% t-interval over seeds (cut at 0 and 1). A run with one seed shows the 95% bootstrap
+interval over questions instead (`intervals.py`). The table lists every run and, per folder, that bootstrap
+interval.
 """
 
 import argparse
@@ -43,8 +44,8 @@ def run_point(points: list[dict]) -> dict:
     if half is None:
       low, high = points[0]["bootstrap"][m]
       error[m] = (max(mean[m] - low, 0.0), max(high - mean[m], 0.0))
-    else:
-      error[m] = (half, half)
+    else:   # every metric lies in [0, 1]: the interval is cut there
+      error[m] = (min(half, mean[m]), min(half, 1.0 - mean[m]))
   return {"seeds": seeds, "mean": mean, "error": error, "interval": "seeds" if len(seeds) > 1 else "bootstrap",
           "folders": [p["folder"] for p in points], "bootstrap": [p["bootstrap"] for p in points]}
 

@@ -13,6 +13,7 @@ import os
 
 from caopd_jax import plots
 from caopd_jax.errors import InputNotFoundError
+from caopd_jax.eval.intervals import over_seeds
 from caopd_jax.files import write_json
 
 INFERENCE_FILE, METRICS_FILE, DIAGRAM_FILE = "inference.json", "metrics.json", "reliability.png"
@@ -46,3 +47,33 @@ def metrics_table(results: dict[str, dict]) -> str:
     cells = ["n/a" if summary.get(key) is None else f"{summary[key]:.3f}" for _, key in COLUMNS]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {summary.get('protocol', 'n/a')} |")
   return "\n".join(lines)
+
+
+def seeds_table(groups: dict[str, list[dict]]) -> str:
+  """A Markdown table: one row per name, each COLUMNS metric as the mean over that name's summaries (its seeds)
+  +- the half width of the 95% t-interval over them (none with one seed)."""
+  lines = ["| model | seeds | " + " | ".join(label for label, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+  for name, summaries in groups.items():
+    cells = []
+    for _, key in COLUMNS:
+      values = [s[key] for s in summaries if s.get(key) is not None]
+      if not values:
+        cells.append("n/a")
+        continue
+      mean, half = over_seeds(values)
+      cells.append(f"{mean:.3f}" if half is None else f"{mean:.3f} ± {half:.3f}")
+    lines.append(f"| {name} | {len(summaries)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def pooled(summaries: list[dict]) -> dict:
+  """The summaries of one model's seeds as one, for a reliability diagram: bins pooled (counts added, mean
+  confidence and accuracy count-weighted), ECE and accuracy the means over the seeds."""
+  bins = []
+  for parts in zip(*(s["bin_stats"] for s in summaries)):
+    count = sum(b["count"] for b in parts)
+    means = {key: sum(b[key] * b["count"] for b in parts if b["count"]) / count if count else None
+             for key in ("mean_conf", "accuracy")}
+    bins.append(dict(parts[0], count=count, **means))
+  return {"bin_stats": bins, "ece": over_seeds([s["ece"] for s in summaries])[0],
+          "accuracy": over_seeds([s["accuracy"] for s in summaries])[0]}

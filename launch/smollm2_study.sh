@@ -7,7 +7,8 @@
 #   STEPS=100 LIMIT=200 OUT=runs/s2 bash launch/smollm2_study.sh --config.optim.lr=2e-5   # extra train overrides
 #   PARTS="train" / PARTS="eval report" bash launch/smollm2_study.sh                      # only some parts
 #   SEEDS="42 1 2" ...     # every model once per seed (config.seed and the evaluations' --seed), into $OUT/seedS/;
-#                          # the report adds accuracy vs calibration with 95% intervals over the seeds (eval.pareto)
+#                          # the report adds tables over the seeds (eval.compare: mean +- 95% t-interval) and
+#                          # accuracy vs calibration with those intervals (eval.pareto), in $OUT
 #   CONTINUAL=1 ...        # then continue each trained model on task B (level 3, STEPS_B steps, a fresh optimizer
 #                          # and schedule) into $OUT/<model>_b and evaluate it on both tasks (held-out = task A)
 #   GPUS="0 1 2 3" bash launch/smollm2_study.sh    # one run (training, then its evaluations) per GPU, side by side;
@@ -180,7 +181,7 @@ report() {  # root: reliability diagrams per table, training curves
     run "$PY" -m caopd_jax.eval.curves "${runs[@]}" --names "$(IFS=,; echo "${shown[*]}")" --output "$root/curves.png"
   fi
 }
-pareto() {  # every table: one point per model, its seeds' mean with the 95% t-interval over seeds
+across_seeds() {  # every table: each model's seeds as one (every metric's mean +- 95% t-interval; the Pareto view)
   local table i s
   for table in heldout-greedy heldout-k8 ood-greedy ood-k8; do
     local folders=() shown=()
@@ -190,11 +191,13 @@ pareto() {  # every table: one point per model, its seeds' mean with the 95% t-i
       fi
     done; done
     [ ${#folders[@]} -gt 0 ] || continue
+    run "$PY" -m caopd_jax.eval.compare "${folders[@]}" --names "$(IFS=,; echo "${shown[*]}")" \
+      --output "$OUT/reliability-$table.png"
     run "$PY" -m caopd_jax.eval.pareto "${folders[@]}" --names "$(IFS=,; echo "${shown[*]}")" \
       --output "$OUT/pareto-$table.png" --json "$OUT/pareto-$table.json"
   done
 }
 if [[ " $PARTS " == *" report "* ]]; then
   for s in "${seeds[@]:-}"; do report "$(root_of "$s")"; done
-  if [ ${#seeds[@]} -gt 1 ]; then pareto; fi
+  if [ ${#seeds[@]} -gt 1 ]; then across_seeds; fi
 fi

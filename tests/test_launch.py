@@ -143,6 +143,8 @@ def test_smollm2_study_with_seeds_and_a_continual_stage_lists_every_seed_s_runs_
   assert sum("--seed 7 " in e for e in evals) == 12 and sum("/seed7/eval/heldout-k8/opd_b" in e for e in evals) == 1
   pareto = [line for line in lines if "eval.pareto" in line]
   assert len(pareto) == 4 and "--names base,base,OPD,OPD," in pareto[0]
+  over_seeds = [line for line in lines if "eval.compare" in line and "--names base,base,OPD,OPD," in line]
+  assert len(over_seeds) == 4 and "--output runs/smollm2-study/reliability-heldout-greedy.png" in over_seeds[0]
 
 
 def test_smollm2_study_rerun_skips_evaluations_that_finished(tmp_path):

@@ -31,10 +31,10 @@ def main(argv=None) -> int:
                  "given to several folders makes them seeds of one model")
   p.add_argument("--output", default="comparison.png", help="the combined reliability diagram (PNG)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  if args.names and len(args.names.split(",")) == len(args.folders) and len(set(args.names.split(","))) < len(
-      args.folders):
+  given = args.names.split(",") if args.names else []
+  if len(given) == len(args.folders) and len(set(given)) < len(given):   # repeated names: seeds of one model
     groups: dict[str, list[dict]] = {}
-    for name, folder in zip(args.names.split(","), args.folders):
+    for name, folder in zip(given, args.folders):
       groups.setdefault(name, []).append(read_metrics(folder))
     plots.reliability_diagram({name: pooled(summaries) for name, summaries in groups.items()}, args.output)
     print(seeds_table(groups))

@@ -73,6 +73,19 @@ def test_overrides_parse_by_the_fields_type():
     parse_args(["--config.optim.lr"])
 
 
+def test_teacher_ema_range():
+  """0 (a frozen teacher) and 1 validate; outside [0, 1] is refused with the field's name."""
+  for rate in (0.0, 1.0):
+    config = default_config()
+    config.model.path, config.distill.teacher_ema = "model.gguf", rate
+    validate(config)
+  for rate in (-0.01, 1.5):
+    config = default_config()
+    config.model.path, config.distill.teacher_ema = "model.gguf", rate
+    with pytest.raises(CaopdError, match=r"distill.teacher_ema must be in \[0, 1\] \(0: a frozen teacher\)"):
+      validate(config)
+
+
 def test_help_lists_every_field_with_its_value_and_meaning(capsys):
   """--help without a config: the usage and the config flags; with one: each field as a flag, value and note."""
   with pytest.raises(SystemExit) as done:

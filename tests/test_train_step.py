@@ -388,6 +388,23 @@ def test_the_step_lands_small_adamw_steps_on_bf16_weights():
   assert moved["stochastic"][0] > 0.05 and moved["stochastic"][1] > 0.0
 
 
+def test_a_frozen_teacher_stays_as_it_started():
+  """distill.teacher_ema = 0: two steps move the student and leave the teacher bit for bit as it started."""
+  config = dataclasses.replace(models.preset("smollm2-135m"), vocab_size=64, hidden_size=64, intermediate_size=128,
+                               num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+  params = models.init(config, jax.random.key(0), jnp.float32)
+  batch = to_device(make_batch(config.vocab_size, **SMALL_BATCH))
+  step = make_train_step(config, STEP_SETTINGS, optimizer(), learning_rate_schedule(PEAK_LR, TOTAL_STEPS, 0.0), 0.0, 1)
+  state = init_state(jax.tree.map(jnp.copy, params), optimizer())
+  for _ in range(2):
+    state, metrics = step(state, batch)
+    assert float(metrics["finite"]) == 1.0
+  state = to_numpy(state)
+  jax.tree.map(np.testing.assert_array_equal, state.teacher, to_numpy(params))
+  assert any(not np.array_equal(new, old) for new, old in zip(jax.tree.leaves(state.student),
+                                                             jax.tree.leaves(to_numpy(params))))
+
+
 def test_non_finite_step_leaves_the_state_unchanged(pairs):
   pair = pairs("llama")
   batch = make_batch(pair.config.vocab_size, **LARGE_BATCH)

@@ -47,7 +47,11 @@ def apply_updates(params, updates, key: jax.Array, rounding: str):
 
 
 def ema_update(teacher, student, rate: float, key: jax.Array, rounding: str):
-  """teacher <- rate * student + (1 - rate) * teacher, in float32, stored in the teacher's dtypes with `rounding`."""
+  """teacher <- rate * student + (1 - rate) * teacher, in float32, stored in the teacher's dtypes with `rounding`.
+
+  rate 0 is a frozen teacher: returned as it is, with no work traced."""
+  if rate == 0:
+    return teacher
   mixed = jax.tree.map(lambda t, s: rate * s.astype(jnp.float32) + (1 - rate) * t.astype(jnp.float32), teacher,
                        student)
   return write(mixed, teacher, key, rounding)

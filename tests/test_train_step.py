@@ -365,12 +365,17 @@ def test_one_step_is_clipped_adamw_of_the_pytorch_gradient_then_ema(pairs):
   assert metrics["loss_tokens"] == ref["loss_tokens"]
 
 
+def tiny_smollm2():
+  """A 2-layer, 64-wide model of SmolLM2's family with a 64-token vocabulary."""
+  return dataclasses.replace(models.preset("smollm2-135m"), vocab_size=64, hidden_size=64, intermediate_size=128,
+                             num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+
+
 def test_the_step_lands_small_adamw_steps_on_bf16_weights():
   """One AdamW step at lr 2e-5 on a bf16 model: with nearest rounding the weights of magnitude >= 0.016 (spacing
   >= 6e-5: half a spacing is more than the step) stay put; with stochastic rounding (the default) a fair share of
   them move, and the teacher's float32 -> bf16 EMA moves too (distill/rounding.py)."""
-  config = dataclasses.replace(models.preset("smollm2-135m"), vocab_size=64, hidden_size=64, intermediate_size=128,
-                               num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+  config = tiny_smollm2()
   params = models.init(config, jax.random.key(0), jnp.bfloat16)
   batch = to_device(make_batch(config.vocab_size, **SMALL_BATCH))
   moved = {}
@@ -390,8 +395,7 @@ def test_the_step_lands_small_adamw_steps_on_bf16_weights():
 
 def test_a_frozen_teacher_stays_as_it_started():
   """distill.teacher_ema = 0: two steps move the student and leave the teacher bit for bit as it started."""
-  config = dataclasses.replace(models.preset("smollm2-135m"), vocab_size=64, hidden_size=64, intermediate_size=128,
-                               num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16)
+  config = tiny_smollm2()
   params = models.init(config, jax.random.key(0), jnp.float32)
   batch = to_device(make_batch(config.vocab_size, **SMALL_BATCH))
   step = make_train_step(config, STEP_SETTINGS, optimizer(), learning_rate_schedule(PEAK_LR, TOTAL_STEPS, 0.0), 0.0, 1)

@@ -14,7 +14,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from caopd_jax import rollout, weights
+from caopd_jax import compilation_cache, rollout, weights
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError
 from caopd_jax.tokenizers import load_tokenizer
@@ -48,6 +48,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  compilation_cache.enable()
   start = time.time()
   config, params = weights.load(args.model, dtype=jnp.dtype(args.dtype))
   tokenizer = load_tokenizer(weights.tokenizer_path(args.model))

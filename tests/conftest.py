@@ -7,11 +7,20 @@ repository (our development machines; tests may read it, product code never does
 that use it skip with the reason, unless $CAOPD_REQUIRE_PAPER_DATA=1 (set by .ci/run): then they fail.
 """
 
+import atexit
 import functools
 import os
+import shutil
+import tempfile
 from typing import NamedTuple
 
 import pytest
+
+# The commands keep compiled programs in JAX's persistent cache (caopd_jax/compilation_cache.py), by default under
+# ~/.cache: the tests (and the commands they run) use a folder of their own, removed at the end.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="caopd-tests-xla-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 import hf_reference
 from caopd_jax import weights

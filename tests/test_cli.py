@@ -90,3 +90,45 @@ def test_convert_to_gguf_without_tokenizer_warns(tmp_path):
   assert config2.num_layers == config.num_layers and config2.qkv_bias
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-3)  # float16 rounding of 0.1-scale weights
+
+
+def test_the_compilation_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+  from caopd_jax import compilation_cache
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  try:
+    assert compilation_cache.enable() == str(tmp_path / "caopd_jax" / "xla")
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "caopd_jax" / "xla")  # for subprocesses
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "caopd_jax" / "xla")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))
+    assert compilation_cache.enable() == str(tmp_path / "shared")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "")
+    assert compilation_cache.enable() is None and jax.config.jax_compilation_cache_dir is None
+  finally:
+    monkeypatch.undo()
+    compilation_cache.enable()    # back to the session's folder (conftest.py)
+
+
+def test_a_second_generate_loads_the_sampler_from_the_persistent_cache(tmp_path):
+  """Two `caopd_jax.generate` processes with the default folder: the first compiles the prefill and the decode
+  and writes them there, the second loads both from it. With JAX_COMPILATION_CACHE_DIR="" nothing is kept."""
+  import tiny_run
+  tiny_run.make_setup(tmp_path)
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(JAX_PLATFORMS="cpu", XDG_CACHE_HOME=str(tmp_path / "home_cache"), JAX_LOG_COMPILES="1",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")   # this tiny model's programs compile in under 1 s
+  command = [sys.executable, "-m", "caopd_jax.generate", "--model", str(tmp_path / "base"), "--prompt", "1+1=",
+             "--max_new_tokens", "4"]
+  runs = [subprocess.run(command, capture_output=True, text=True, timeout=300, env=env) for _ in range(2)]
+  for run in runs:
+    assert run.returncode == 0, run.stderr
+  assert runs[0].stdout == runs[1].stdout
+  hits = [[name for name in ("_prefill_in_layout", "_decode") if f"Persistent compilation cache hit for 'jit_{name}'"
+           in run.stderr] for run in runs]
+  assert hits == [[], ["_prefill_in_layout", "_decode"]]
+  folder = tmp_path / "home_cache" / "caopd_jax" / "xla"
+  assert any(name.startswith("jit__decode") for name in os.listdir(folder))
+  off = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                       env={**env, "JAX_COMPILATION_CACHE_DIR": "", "XDG_CACHE_HOME": str(tmp_path / "other")})
+  assert off.returncode == 0 and "Persistent compilation cache hit" not in off.stderr
+  assert not (tmp_path / "other").exists()

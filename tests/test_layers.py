@@ -10,7 +10,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # Low to high: a package may import the packages of the layers below its own.
 LAYERS = [
     {"errors"},
-    {"files", "run_folder", "metrics", "cli", "config_files", "sharding", "tokenizers", "losses", "hardware"},
+    {"files", "run_folder", "metrics", "cli", "compilation_cache", "config_files", "sharding", "tokenizers", "losses", "hardware"},
     {"plots", "models", "calibration"},
     {"weights", "kernels", "rollout", "data"},
     {"distill"},

@@ -320,3 +320,30 @@ def test_gpu_prefill_program_names_real_compiler_options_and_computes_the_same(f
   assert sampler._prefill.cache_info().currsize >= 2   # both programs were built
   np.testing.assert_array_equal(gpu.tokens, default.tokens)
   np.testing.assert_allclose(gpu.logprobs, default.logprobs, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [1, 9])
+def test_the_scanned_prefill_equals_the_unrolled_cached_forward(family, width):
+  """The prefill scans the stacked layers (one compiled layer body); writing the prompt into an empty cache with
+  the decode step's unrolled layers must give the same hidden states and the same cache, slot by slot."""
+  from caopd_jax.models import kv_cache
+  _, _, config, params, _ = family
+  lengths = [width, max(1, width - 4)]
+  tokens, mask = np.zeros((2, width), np.int32), np.zeros((2, width), bool)
+  for i, (n, prompt) in enumerate(zip(lengths, _prompts(config.vocab_size, lengths, seed=4))):
+    tokens[i, width - n:], mask[i, width - n:] = prompt, True
+  positions, cache_length = models.default_positions(jnp.asarray(mask)), width + 11
+  hidden, cache = models.prefill_with_cache(config, params, tokens, mask, positions, cache_length)
+  empty = kv_cache.init(config, 2, cache_length, jnp.float32)
+  ref_hidden, ref = models.forward_with_cache(config, params, tokens, mask, positions, empty,
+                                              models.unstack_layers(params))
+  assert int(cache.index) == int(ref.index) == width
+  np.testing.assert_array_equal(cache.valid, ref.valid)
+  real = mask[:, :, None]
+  np.testing.assert_allclose(np.where(real, hidden, 0), np.where(real, ref_hidden, 0), atol=2e-5, rtol=1e-5)
+  assert len(cache.k) == len(cache.v) == config.num_layers
+  live = np.asarray(ref.valid)[:, None, :, None]   # padding slots hold keys no query ever attends to
+  assert live.sum() == sum(lengths)
+  for got, want in zip(cache.k + cache.v, ref.k + ref.v):
+    assert got.shape == want.shape == (2, config.num_kv_heads, cache_length, config.head_dim)
+    np.testing.assert_allclose(np.where(live, got, 0), np.where(live, want, 0), atol=2e-5, rtol=1e-5)

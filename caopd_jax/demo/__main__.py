@@ -24,7 +24,9 @@ def main(argv=None) -> int:
     raise CaopdError(f"unknown arguments {rest}; use --config=FILE, --config.FIELD=VALUE")
   if "demo" not in config:
     raise CaopdError("the config has no demo group; use configs/demo.py or a file built from it")
+  from caopd_jax import compilation_cache
   from caopd_jax.demo.run import run_demo
+  compilation_cache.enable()
   run_demo(config)
   return 0
 

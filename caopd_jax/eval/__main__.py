@@ -24,6 +24,7 @@ import json
 import os
 import sys
 
+from caopd_jax import compilation_cache
 from caopd_jax.cli import run_main
 from caopd_jax.errors import CaopdError
 from caopd_jax.eval.protocols import PROTOCOLS, TASK_VERIFIERS, Protocol, get_protocol
@@ -130,6 +131,7 @@ def _score(args, protocol: Protocol) -> int:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+  compilation_cache.enable()
   protocol = get_protocol(args.protocol)
   if args.score:
     return _score(args, protocol)

@@ -40,8 +40,9 @@ def attend_cached(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, how
   """q [B, 1, H, Dh]; k, v [B, K, S, Dh] (the cache); mask bool [B, 1, S] whose True slots are one span per
   row (left-padded prompt, then the tokens so far; a sliding window cuts its start) -> [B, 1, H, Dh].
   `how`: one of IMPLEMENTATIONS ("interpret": the kernel in Pallas' interpreter, for tests on CPUs); the kernel
-  needs S to be a multiple of BLOCK. Rows without a live slot (finished rows) get some finite output."""
-  if how == "xla":
+  needs S to be a multiple of BLOCK (other lengths, e.g. a one-token prompt's prefill, take the XLA form). Rows
+  without a live slot (finished rows) get some finite output."""
+  if how == "xla" or k.shape[2] % BLOCK:
     return attend(q, k, v, mask)
   layout = layout_lib.active()
   if layout is None:

@@ -10,7 +10,8 @@ saved, sharded, donated and differentiated like any pytree:
 
 Layers are stacked (every layer weight has a leading `layers` dim) and the
 training forward runs them with `jax.lax.scan`, so compile time does not grow
-with depth; the sampler's cached forward (`forward_with_cache`) unrolls them.
+with depth. So does the sampler's prefill (`prefill_with_cache`); its decode step (`forward_with_cache`) unrolls
+them, so that each layer updates its own cache buffer in place.
 """
 
 import functools
@@ -56,17 +57,15 @@ class Transformer(nnx.Module):
     "none" keeps every layer's activations for the backward, "layers" recomputes each layer in the
     backward (activation memory of one layer, ~1/3 more compute), "dots" keeps only matmul outputs.
     Without `cache` (training) the layers run as one `lax.scan` over the stacked weights. With
-    `cache` (prefill and decoding) the tokens go into slots cache.index .. cache.index + T - 1 and
-    attend to everything cached; the layers then run unrolled over `layers`
+    `cache` (decoding; a prompt's first cache comes from `prefill`) the tokens go into slots
+    cache.index .. cache.index + T - 1 and attend to everything cached; the layers then run unrolled over `layers`
     (`unstack_layers(params)`), so each layer writes and reads its own cache buffer in place.
     """
     c = self.config
-    x = constrain(jnp.take(self.embed[...], token_ids, axis=0), ("batch", "length", "act_embed"))
-    full_cs = rope_lib.cos_sin(c.rope, c.head_dim, positions)
-    sliding_cs = rope_lib.cos_sin(c.sliding_rope, c.head_dim, positions) if c.sliding_rope else full_cs
-    layer_def, layer_weights = nnx.split(self.layers)
+    x, full_cs, sliding_cs = self._embed(token_ids, positions)
 
     if cache is not None:
+      layer_def = nnx.graphdef(self.layers)
       cache = kv_cache.mark(cache, attention_mask)
       masks = kv_cache.attention_masks(c, cache, token_ids.shape[1])
       new_k, new_v = [], []
@@ -79,18 +78,54 @@ class Transformer(nnx.Module):
       return self.final_norm(x), KVCache(tuple(new_k), tuple(new_v), cache.valid, cache.index + token_ids.shape[1])
 
     masks = _attention_masks(c, attention_mask) if lengths is None else {"full": lengths, "sliding": lengths}
+    x, _ = self._scan_layers(x, full_cs, sliding_cs, masks, remat=remat)
+    return self.final_norm(x)
+
+  def prefill(self, token_ids: jnp.ndarray, positions: jnp.ndarray, attention_mask: jnp.ndarray,
+              cache_length: int) -> tuple[jnp.ndarray, KVCache]:
+    """(final hidden [B, P, D], a cache of `cache_length` slots holding the P prompt tokens in slots 0 .. P-1).
+
+    Arguments as in `__call__` (T = P). Unlike a decode step, the layers run as one `lax.scan` over the stacked
+    weights, as in training: the program compiles one layer body, not L (the unrolled prefill of a 28-layer
+    model took ~8 s to compile on an H200, bench/RESULTS.md). Each layer attends within the prompt (a P-slot
+    cache) and the keys/values are then padded to `cache_length` slots, one buffer per layer for the decode.
+    """
+    c = self.config
+    b, p = token_ids.shape
+    x, full_cs, sliding_cs = self._embed(token_ids, positions)
+    prompt = KVCache((), (), attention_mask, jnp.zeros((), jnp.int32))
+    empty = jnp.zeros((b, c.num_kv_heads, p, c.head_dim), self.embed[...].dtype)
+    x, (keys, values) = self._scan_layers(x, full_cs, sliding_cs, kv_cache.attention_masks(c, prompt, p),
+                                          cache=(empty, empty, 0))
+    pad = lambda stacked: tuple(  # noqa: E731
+        jnp.pad(layer, ((0, 0), (0, 0), (0, cache_length - p), (0, 0))) for layer in stacked)
+    valid = jnp.pad(attention_mask, ((0, 0), (0, cache_length - p)))
+    return self.final_norm(x), KVCache(pad(keys), pad(values), valid, jnp.asarray(p, jnp.int32))
+
+  def _embed(self, token_ids: jnp.ndarray, positions: jnp.ndarray):
+    """(embeddings [B, T, D], rotary (cos, sin) of full-attention layers, those of sliding-window layers)."""
+    c = self.config
+    x = constrain(jnp.take(self.embed[...], token_ids, axis=0), ("batch", "length", "act_embed"))
+    full_cs = rope_lib.cos_sin(c.rope, c.head_dim, positions)
+    sliding_cs = rope_lib.cos_sin(c.sliding_rope, c.head_dim, positions) if c.sliding_rope else full_cs
+    return x, full_cs, sliding_cs
+
+  def _scan_layers(self, x, full_cs, sliding_cs, masks: dict, cache: tuple | None = None, remat: str = "none"):
+    """x [B, T, D] through every layer as one `lax.scan` -> (x, per-layer outputs stacked on a leading L dim:
+    the layers' (k, v) cache buffers when `cache` = (k, v, index) is given to each, else None)."""
+    c = self.config
+    layer_def, layer_weights = nnx.split(self.layers)
 
     def body(h, per_layer):
       weights, sliding = per_layer
       cos, sin = jax.tree.map(lambda f, s: jnp.where(sliding, s, f), full_cs, sliding_cs)
       mask = jnp.where(sliding, masks["sliding"], masks["full"])
       h = constrain(h, ("batch", "length", "act_embed"))   # FSDP: rows stay split, weights are gathered
-      return nnx.merge(layer_def, weights)(h, cos, sin, mask)[0], None
+      return nnx.merge(layer_def, weights)(h, cos, sin, mask, cache)
 
     if remat != "none":
       body = jax.checkpoint(body, policy=REMAT_POLICIES[remat])
-    x, _ = jax.lax.scan(body, x, (layer_weights, jnp.asarray(np.array(c.is_sliding))))
-    return self.final_norm(x)
+    return jax.lax.scan(body, x, (layer_weights, jnp.asarray(np.array(c.is_sliding))))
 
 
 def _attention_masks(config: ModelConfig, attention_mask: jnp.ndarray) -> dict[str, jnp.ndarray]:
@@ -180,6 +215,13 @@ def forward_with_cache(config: ModelConfig, params: Params, token_ids: jnp.ndarr
   training forward's (`hidden_states`); only the driver differs (unrolled, cache updated in place).
   """
   return nnx.merge(graphdef(config), params)(token_ids, positions, attention_mask.astype(bool), cache, layers)
+
+
+def prefill_with_cache(config: ModelConfig, params: Params, token_ids: jnp.ndarray, attention_mask: jnp.ndarray,
+                       positions: jnp.ndarray, cache_length: int) -> tuple[jnp.ndarray, KVCache]:
+  """(final hidden [B, P, D], a new cache of `cache_length` slots holding the P tokens): the sampler's prefill,
+  the layers scanned as in training (`Transformer.prefill`); token_ids [B, P] left-padded, attention_mask bool."""
+  return nnx.merge(graphdef(config), params).prefill(token_ids, positions, attention_mask.astype(bool), cache_length)
 
 
 def unstack_layers(params: Params) -> list[Params]:

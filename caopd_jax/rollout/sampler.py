@@ -3,8 +3,9 @@
     out = sample(config, params, [[1, 2, 3], [4, 5]], jax.random.key(0), num_samples=8, max_new_tokens=256)
     out.tokens          # int32 [prompts, K, max_new_tokens]
 
-The model code is the training code (the layers of `models.transformer`, through `models.forward_with_cache`),
-with a static-shape KV cache. Prompts are left-padded to a bucketed length (a power of two, at least 16, or the
+The model code is the training code (the layers of `models.transformer`: the prefill scans them as training does,
+`models.prefill_with_cache`; the decode step unrolls them, `models.forward_with_cache`), with a static-shape KV
+cache. Prompts are left-padded to a bucketed length (a power of two, at least 16, or the
 caller's `prompt_width`) and the prompt count to a power of two, so a run compiles a handful of shapes. Each prompt is prefilled once and its cache repeated K times. The decode
 loop is a `lax.while_loop` that stops early when every row is done, run in
 chunks of `chunk` steps so a progress bar can advance between chunks; the cache
@@ -92,10 +93,10 @@ def _bucket(n: int, minimum: int = 1) -> int:
   return max(minimum, 1 << (n - 1).bit_length())
 
 
-# On GPUs, XLA's Triton GEMM autotuner compiles dozens of tile configurations for each fused matmul of the
-# unrolled layers: the prefill of SmolLM2-135M took 57 s to compile on an H200, 4.6 s with cuBLAS, for a call
-# that runs once per batch (bench/RESULTS.md, "Compile time"). The decode loop keeps Triton: with it, decoding
-# ran 40-60% faster.
+# On GPUs, XLA's Triton GEMM autotuner compiles dozens of tile configurations for each fused matmul: the prefill of
+# SmolLM2-135M, its layers then unrolled, took 57 s to compile on an H200, 4.6 s with cuBLAS, for a call that runs
+# once per batch (bench/RESULTS.md, "Compile time"). The decode loop keeps Triton: with it, decoding ran 40-60%
+# faster.
 PREFILL_GPU_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
 
@@ -116,9 +117,7 @@ def _prefill(backend: str):
 def _prefill_body(config, settings, cache_length, params, tokens, mask, keys, budgets) -> DecodeState:
   k = settings.num_samples
   positions = models.default_positions(mask)
-  empty = kv_cache.init(config, tokens.shape[0], cache_length, params["embed"].dtype)
-  hidden, cache = models.forward_with_cache(config, params, tokens, mask, positions, empty,
-                                            models.unstack_layers(params))
+  hidden, cache = models.prefill_with_cache(config, params, tokens, mask, positions, cache_length)
   rows = tokens.shape[0] * k
   n = settings.max_new_tokens
   cache = kv_cache.repeat(cache, k)

@@ -25,8 +25,10 @@ def main(argv=None) -> int:
     return 0
   if rest:
     raise CaopdError(f"unknown arguments {rest}; use --config=FILE, --config.FIELD=VALUE, --mesh=1, --print_config")
+  from caopd_jax import compilation_cache
   from caopd_jax.sharding.distributed import initialize
   from caopd_jax.train.loop import train
+  compilation_cache.enable()
   initialize()
   result = train(config)
   import jax

@@ -2,7 +2,8 @@
 
     python kernels/token_stats_bench.py check            # bf16 kernels vs a float32 reference (error table)
     python kernels/token_stats_bench.py sweep            # pallas tile choices at N 8192, D 1024, V 151936
-    python kernels/token_stats_bench.py time [--rows 8192 32768] [--dims 1024 2048 4096]
+                                                         # (N, D: the first of --rows, --dims)
+    python kernels/token_stats_bench.py time [--rows 8192 32768] [--dims 1024 2048 4096] [--vocab_runs 1]
 
 Every case is the full-vocabulary mode of the loss: student and teacher, both KLs, entropy,
 log p(y), bf16 inputs. "matmul" is the unavoidable work done by plain bf16 matmuls alone: the two
@@ -91,7 +92,7 @@ def check(args):
 
 
 def sweep(args):
-  n, d, v = 8192, 1024, VOCAB
+  n, d, v = args.rows[0], args.dims[0], VOCAB
   h, w, y, ht, wt = _inputs(n, d, v)
   for bn, bv, bd, warps, stages, backward, rows in [
       (64, 256, 64, 8, 3, "dlogits", 4096), (64, 256, 64, 8, 3, "dlogits", 8192), (64, 256, 32, 8, 3, "dlogits", 8192),
@@ -120,7 +121,10 @@ def time_cases(args):
       matmul_ms = row["fwd_bwd_ms"]
       for name in args.impls:
         row = dict(base, impl=name)
-        for label, fn, work in zip(("fwd", "fwd_bwd"), _functions(IMPLS[name], y, ht, wt), (2 * flop, 4 * flop)):
+        kw = {"vocab_runs": args.vocab_runs} if name == "pallas" and args.vocab_runs else {}
+        row.update(kw)
+        for label, fn, work in zip(("fwd", "fwd_bwd"), _functions(IMPLS[name], y, ht, wt, **kw),
+                                   (2 * flop, 4 * flop)):
           try:
             ms = _time(fn, h, w)
             row.update({f"{label}_ms": round(ms, 2), f"{label}_tflops": round(work / ms / 1e9, 1),
@@ -139,6 +143,8 @@ def main():
   parser.add_argument("--rows", type=int, nargs="+", default=[8192, 32768])
   parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2048, 4096])
   parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
+  parser.add_argument("--vocab_runs", type=int, default=0,
+                      help="time: the pallas forward's runs of vocabulary tiles (0: as many as fill the GPU's SMs)")
   args = parser.parse_args()
   print(json.dumps({"device": str(jax.devices()[0]), "jax": jax.__version__}), flush=True)
   {"check": check, "sweep": sweep, "time": time_cases}[args.mode](args)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from caopd_jax.kernels import token_stats_tpu
-from caopd_jax.kernels.fused_token_stats import token_stats_pallas
+from caopd_jax.kernels.fused_token_stats import token_stats_pallas, vocab_runs
 from caopd_jax.losses.token_stats import token_stats_naive
 
 TILE = 16
@@ -97,6 +97,35 @@ def test_d_chunks_and_every_backward_match_float64(n, v, platform, backward, blo
   h, w, y, ht, wt = _inputs(n, v, d=d, scale=3.0)
   _check_against_float64(h, w, y, ht, wt, platform=platform, backward=backward, block_d=block_d,
                          chunk_rows=chunk_rows or 4096)
+
+
+@pytest.mark.parametrize("runs", [1, 2, 3, 7])
+@pytest.mark.parametrize("variant", ["plain", "peaky", "negative"])
+def test_the_gpu_forward_split_into_vocabulary_runs_matches_float64(runs, variant):
+  """The GPU forward with the vocabulary's 7 tiles (V 107) in 1, 2, 3 (tiles 0-2, 3-5, 6 and two padding tiles) or
+  7 runs, joined by merge_carries. The peaky inputs put each row's largest logits in different runs by factors of
+  e^30, so every run's sums are moved to a max far above its own; the student-only statistics as well."""
+  h, w, y, ht, wt = _inputs(9, 7 * TILE - 5, scale=30.0 if variant == "peaky" else 1.0,
+                            negative=variant == "negative")
+  _check_against_float64(h, w, y, ht, wt, platform="gpu", vocab_runs=runs)
+  alone = token_stats_pallas(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), chunk_size=TILE, block_n=8,
+                             vocab_runs=runs)
+  ref = _reference(h, w, y, h, w, 1.0)
+  for field in ("logsumexp", "logprob", "entropy"):
+    np.testing.assert_allclose(np.asarray(getattr(alone, field)), np.asarray(getattr(ref, field)), atol=1e-4,
+                               rtol=1e-4, err_msg=field)
+
+
+def test_the_vocabulary_runs_fill_whole_waves_of_programs():
+  """By hand, Qwen3's 594 tiles of 256: 4,096 rows in blocks of 64 on 132 SMs take 2 runs (128 programs, 97% of one
+  wave; 1 run fills 48%, 4 runs 256 of 264 (the fewer wins a tie)); 8,192 rows 1 (128 programs); 100 blocks 5 (500
+  programs in 4 waves of 132: 95%; 1 run: 76%); a lone block as many runs as allowed; never more runs than tiles."""
+  assert vocab_runs(64, 594, 132) == 2
+  assert vocab_runs(128, 594, 132) == 1
+  assert vocab_runs(512, 594, 132) == 1
+  assert vocab_runs(100, 594, 132) == 5
+  assert vocab_runs(1, 594, 132) == 8
+  assert vocab_runs(1, 3, 132) == 3
 
 
 @pytest.mark.parametrize("platform", ["gpu", "tpu"])

@@ -42,9 +42,15 @@ BACKWARDS = ("dlogits", "atomic")
 PLATFORMS = ("gpu", "tpu")
 
 
+# The GPU forward's grid when the device does not say how many SMs it has (an H100 / H200's count), and the most
+# runs it splits the vocabulary into.
+DEFAULT_SMS, MAX_RUNS = 132, 8
+
+
 class Launch(NamedTuple):
   """Static (hashable) launch choices: the kernels' platform ("gpu": Triton, the layout the CPU interpreter runs by
-  default; "tpu": Mosaic), backward strategy, interpreter, Triton warps and pipeline stages, rows of dS at a time."""
+  default; "tpu": Mosaic), backward strategy, interpreter, Triton warps and pipeline stages, rows of dS at a time,
+  TPU VMEM, and the GPU forward's grid (its vocabulary runs, or the SM count that vocab_runs() fills)."""
   platform: str
   backward: str
   interpret: bool
@@ -52,6 +58,8 @@ class Launch(NamedTuple):
   num_stages: int = 2
   chunk_rows: int = 4096
   vmem_limit: int = token_stats_tpu.DEFAULT_VMEM_LIMIT
+  vocab_runs: int = 0
+  sms: int = DEFAULT_SMS
 
 
 # Defaults per platform (block_d None: all of D). GPU: the fastest of a sweep on an H200 at N 8192, D 1024,
@@ -64,10 +72,10 @@ def _pad_to(x, size, axis):
   return jnp.pad(x, [(0, size - x.shape[axis]) if a == axis else (0, 0) for a in range(x.ndim)])
 
 
-def _operands(h, w, y, ht, wt, tiling: Tiling):
-  """h [Np, Dp], W [Dp, Vp], y [Np, 1] (and h_t, W_t) zero-padded to whole blocks."""
+def _operands(h, w, y, ht, wt, tiling: Tiling, vocab_pad=None):
+  """h [Np, Dp], W [Dp, Vp], y [Np, 1] (and h_t, W_t) zero-padded to whole blocks (Vp: vocab_pad if given)."""
   n_pad = -(-h.shape[0] // tiling.block_n) * tiling.block_n
-  v_pad = -(-tiling.vocab // tiling.block_v) * tiling.block_v
+  v_pad = vocab_pad or -(-tiling.vocab // tiling.block_v) * tiling.block_v
   d_pad = -(-h.shape[1] // tiling.block_d) * tiling.block_d
   pad = lambda a, rows, cols: _pad_to(_pad_to(a, rows, 0), cols, 1)  # noqa: E731
   ops = [pad(h, n_pad, d_pad), pad(w, d_pad, v_pad), _pad_to(y.astype(jnp.int32)[:, None], n_pad, 0)]
@@ -99,16 +107,35 @@ def _call(kernel, grid, in_specs, out_specs, out_shape, launch, **kw):
                         interpret=launch.interpret, compiler_params=_compiler_params(launch), **kw)
 
 
+def vocab_runs(row_blocks: int, tiles: int, sms: int) -> int:
+  """How many runs to split the vocabulary tiles into so that row_blocks x runs programs fill whole waves of `sms`
+  programs (a forward program takes one SM: its tiles fill the shared memory): the run count of 1 ... MAX_RUNS (at
+  most one a tile) whose last wave is fullest, the fewest on a tie. 4,096 rows in blocks of 64 on an H200's 132
+  SMs: 2 runs (128 programs; one run left 68 SMs idle); 8,192 rows or more: 1."""
+  def filled(runs):
+    programs = row_blocks * runs
+    return programs / (-(-programs // sms) * sms)
+  return max(range(1, min(MAX_RUNS, tiles) + 1), key=lambda runs: (filled(runs), -runs))
+
+
 def _forward(h, w, y, ht, wt, tiling: Tiling, launch: Launch):
   """float32 [N, STATS] per-row statistics."""
-  ops = _operands(h, w, y, ht, wt, tiling)
-  n_pad = ops[0].shape[0]
   if launch.platform == "tpu":
+    ops = _operands(h, w, y, ht, wt, tiling)
     return token_stats_tpu.forward(ops, tiling, launch.interpret, launch.vmem_limit)[:h.shape[0], :STATS]
-  out = _call(functools.partial(tiles.forward_kernel, tiling=tiling), (n_pad // tiling.block_n,),
-              _specs(ops, tiling), pl.BlockSpec((tiling.block_n, STATS), lambda i: (i, 0)),
-              jax.ShapeDtypeStruct((n_pad, STATS), jnp.float32), launch)(*ops)
-  return out[:h.shape[0]]
+  tiles_total = -(-tiling.vocab // tiling.block_v)
+  n_blocks = -(-h.shape[0] // tiling.block_n)
+  runs = launch.vocab_runs or vocab_runs(n_blocks, tiles_total, launch.sms)
+  per_run = -(-tiles_total // runs)
+  runs = -(-tiles_total // per_run)              # no run of padding tiles only
+  ops = _operands(h, w, y, ht, wt, tiling, vocab_pad=runs * per_run * tiling.block_v)
+  out = _call(functools.partial(tiles.forward_kernel, tiling=tiling, tiles_per_run=per_run), (n_blocks, runs),
+              _specs(ops, tiling), pl.BlockSpec((tiling.block_n, tiles.CARRY_WIDTH), lambda i, r: (i, r)),
+              jax.ShapeDtypeStruct((n_blocks * tiling.block_n, runs * tiles.CARRY_WIDTH), jnp.float32),
+              launch)(*ops)
+  carries = out[:h.shape[0]].reshape(h.shape[0], runs, tiles.CARRY_WIDTH).transpose(1, 0, 2)
+  merged = tiles.merge_carries(tuple(carries[:, :, k:k + 1] for k in range(tiles.CARRY)))
+  return tiles.stack(tiles.row_statistics(merged, tiling), STATS)
 
 
 def _split(refs, tiling: Tiling, n_out):
@@ -216,7 +243,7 @@ fused_stats.defvjp(_fused_fwd, _fused_bwd)
 
 def token_stats_pallas(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0, chunk_size=None, with_kl=False,
                        block_n=None, block_d=None, backward=None, interpret=None, platform=None, vmem_limit=None,
-                       num_warps=None, num_stages=None, chunk_rows=4096) -> TokenStats:
+                       num_warps=None, num_stages=None, chunk_rows=4096, vocab_runs=None) -> TokenStats:
   """`losses.token_stats` through the Pallas kernels.
 
   platform: the kernels to build, "gpu" (Triton) or "tpu" (Mosaic); default: JAX's backend, and the GPU layout
@@ -225,7 +252,8 @@ def token_stats_pallas(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0
   DEFAULTS; on TPUs token_stats_tpu.tiles_for within `vmem_limit` bytes of scoped VMEM, hardware.Chip's).
   backward: "dlogits" (the default; chunk_rows rows of dS at a time) or "atomic" (GPUs). interpret: run in
   Pallas' interpreter (default: unless JAX's backend is the kernels' platform; an AOT compile for a TPU topology
-  from a CPU passes False).
+  from a CPU passes False). vocab_runs: the GPU forward's runs of vocabulary tiles per row block (None: enough
+  to fill the device's SMs, `vocab_runs()`).
   """
   backend = jax.default_backend()
   platform = platform or ("tpu" if backend == "tpu" else "gpu")
@@ -258,7 +286,8 @@ def token_stats_pallas(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0
       raise ValueError(f"TPU tiles (block_n {tiling.block_n}, block_v {tiling.block_v}, block_d {tiling.block_d}) "
                        f"need about {need / 2**20:.1f} MiB of VMEM, more than the limit {vmem_limit / 2**20:.0f} MiB")
   launch = Launch(platform, backward, interpret, num_warps or defaults["num_warps"],
-                  num_stages or defaults["num_stages"], chunk_rows, vmem_limit)
+                  num_stages or defaults["num_stages"], chunk_rows, vmem_limit, vocab_runs or 0,
+                  getattr(jax.devices()[0], "core_count", 0) or DEFAULT_SMS)
   out = fused_stats(h_s, w_s, targets, h_t, w_t, tiling, launch)
   pick = lambda k: out[:, k].reshape(lead)  # noqa: E731
   fields = {"logsumexp": pick(LSE), "logprob": pick(LOGP), "entropy": pick(tiles.ENT)}

@@ -3,8 +3,9 @@ kernel, and the logits' cotangent of one tile.
 
 Shapes: a program holds a block of `block_n` rows (h [bn, Dp]) and walks vocabulary tiles of `block_v`
 columns of W [Dp, Vp]. A tile's logits [bn, bv] are accumulated over D in chunks of `block_d` (on GPUs
-the whole [bn, D] x [D, bv] product does not fit in shared memory). GPU programs loop over the tiles
-(forward_kernel); TPU programs are one tile each (token_stats_tpu.py) and keep the accumulators in VMEM.
+the whole [bn, D] x [D, bv] product does not fit in shared memory). GPU programs loop over a run of the
+tiles (forward_kernel; merge_carries joins the runs); TPU programs are one tile each (token_stats_tpu.py)
+and keep the accumulators in VMEM.
 Columns past V get the finite logit MASKED_LOGIT = -1e30 (losses/token_stats.py: exp is exactly 0;
 finite). All accumulators hold values relative to the running max, as in `losses/token_stats.py`.
 """
@@ -94,6 +95,7 @@ def _online(m, total, extra, s):
 # target logit; the two KLs' exp-weighted sums of (x_t - x_s) and (x_s - x_t).
 M_S, SUM_S, ENT_S, TGT_S, M_T, SUM_T, TGT_T, DIF_T, DIF_S = range(9)
 CARRY = 9
+CARRY_WIDTH = 16   # the slots as the columns of a GPU program's output block (a power of two)
 
 
 def initial_carry(rows: int) -> tuple:
@@ -135,19 +137,34 @@ def row_statistics(carry: tuple, tiling: Tiling) -> dict:
   return columns
 
 
-def forward_kernel(*refs, tiling: Tiling):
-  """GPU program: per-row statistics [bn, STATS] of one row block, in one pass over the vocabulary tiles."""
+def merge_carries(carries: tuple) -> tuple:
+  """The accumulators of the whole vocabulary from those of disjoint runs of its tiles: each slot [runs, N, 1]
+  (one row of accumulators per run) to [N, 1]. Every run's values are moved to the common maxes, as fold_tile moves
+  a row's when a tile raises them."""
+  m_s, sum_s, ent_s, tgt_s, m_t, sum_t, tgt_t, dif_t, dif_s = carries
+  top_s, top_t = jnp.max(m_s, axis=0), jnp.max(m_t, axis=0)
+  d_s, d_t = m_s - top_s, m_t - top_t                # <= 0 for every run
+  a_s, a_t = jnp.exp(d_s), jnp.exp(d_t)
+  total = lambda x: jnp.sum(x, axis=0)  # noqa: E731
+  return (top_s, total(a_s * sum_s), total(a_s * (ent_s + d_s * sum_s)), total(tgt_s),
+          top_t, total(a_t * sum_t), total(tgt_t),
+          total(a_t * (dif_t + (d_t - d_s) * sum_t)), total(a_s * (dif_s + (d_s - d_t) * sum_s)))
+
+
+def forward_kernel(*refs, tiling: Tiling, tiles_per_run: int):
+  """GPU program (i, r): the accumulators [bn, CARRY_WIDTH] (slots M_S ... DIF_S) of row block i over run r of the
+  vocabulary tiles (tiles r * tiles_per_run ... (r + 1) * tiles_per_run - 1). merge_carries joins the runs."""
   h_ref, w_ref, y_ref = refs[:3]
   ht_ref, wt_ref = refs[3:5] if tiling.teacher else (None, None)
-  y = y_ref[...]
+  y, first = y_ref[...], pl.program_id(1) * tiles_per_run
 
-  def body(j, carry):
-    s, ids = tile_logits(h_ref, w_ref, j, tiling)
-    t = tile_logits(ht_ref, wt_ref, j, tiling)[0] if tiling.teacher else None
+  def body(k, carry):
+    s, ids = tile_logits(h_ref, w_ref, first + k, tiling)
+    t = tile_logits(ht_ref, wt_ref, first + k, tiling)[0] if tiling.teacher else None
     return fold_tile(carry, s, t, ids, y, tiling)
 
-  carry = jax.lax.fori_loop(0, w_ref.shape[1] // tiling.block_v, body, initial_carry(h_ref.shape[0]))
-  refs[-1][...] = stack(row_statistics(carry, tiling), STATS)
+  carry = jax.lax.fori_loop(0, tiles_per_run, body, initial_carry(h_ref.shape[0]))
+  refs[-1][...] = stack(dict(enumerate(carry)), CARRY_WIDTH)
 
 
 def cotangent_of_logits(s, t, ids, y, res, g, tiling: Tiling):

@@ -119,13 +119,17 @@ def test_the_gpu_forward_split_into_vocabulary_runs_matches_float64(runs, varian
 def test_the_vocabulary_runs_fill_whole_waves_of_programs():
   """By hand, Qwen3's 594 tiles of 256: 4,096 rows in blocks of 64 on 132 SMs take 2 runs (128 programs, 97% of one
   wave; 1 run fills 48%, 4 runs 256 of 264 (the fewer wins a tie)); 8,192 rows 1 (128 programs); 100 blocks 5 (500
-  programs in 4 waves of 132: 95%; 1 run: 76%); a lone block as many runs as allowed; never more runs than tiles."""
+  programs in 4 waves of 132: 95%; 1 run: 76%); a lone block as many runs as allowed; never more runs than tiles.
+  A run count below 1 is refused with its name."""
   assert vocab_runs(64, 594, 132) == 2
   assert vocab_runs(128, 594, 132) == 1
   assert vocab_runs(512, 594, 132) == 1
   assert vocab_runs(100, 594, 132) == 5
   assert vocab_runs(1, 594, 132) == 8
   assert vocab_runs(1, 3, 132) == 3
+  h, w, y, _, _ = _inputs(3, 37)
+  with pytest.raises(ValueError, match="vocab_runs must be a positive number of runs .* got 0"):
+    token_stats_pallas(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), vocab_runs=0)
 
 
 @pytest.mark.parametrize("platform", ["gpu", "tpu"])

@@ -264,6 +264,9 @@ def token_stats_pallas(h_s, w_s, targets, h_t=None, w_t=None, *, temperature=1.0
   if backward not in BACKWARDS or (backward == "atomic" and (platform != "gpu" or pltriton is None)):
     raise ValueError(f"backward must be one of {BACKWARDS} (atomic: GPUs, with Pallas' Triton backend), "
                      f"got {backward!r} for platform {platform!r}")
+  if vocab_runs is not None and (not isinstance(vocab_runs, int) or vocab_runs < 1):
+    raise ValueError(f"vocab_runs must be a positive number of runs (or None: as many as fill the GPU), got "
+                     f"{vocab_runs!r}")
   lead = targets.shape
   h_s, targets, h_t, w_t = prepare_inputs(h_s, w_s, targets, h_t, w_t, with_kl)
   dim, vocab = w_s.shape

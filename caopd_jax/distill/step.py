@@ -10,8 +10,11 @@ stochastic rounding by default (rounding.py).
 The batch is split into `micro_batches` equal slices that a `lax.scan` runs one after another,
 summing float32 gradients; the summed loss and gradient equal the full batch's (loss.py). Micro-batch
 i holds rows i, i + M, i + 2M, ... so that under a sharded layout every device keeps its own rows. A step
-whose loss, gradient norm or updated params are not finite leaves the state unchanged (metrics["finite"] is 0)
-so that the caller can stop with the last good state.
+whose loss or gradient norm is not finite leaves the state unchanged (metrics["finite"] is 0) so that the caller
+can stop with the last good state. AdamW's step from a finite gradient is finite, so the update cannot make finite
+params non-finite; params that are non-finite after the update (a weight already NaN where the forward does not
+read it, e.g. an unused token's embedding) also give finite 0, but the update stays applied: the trainer then stops
+without saving, and the last checkpoint is the good state.
 """
 
 from typing import Any, NamedTuple
@@ -84,7 +87,7 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
   so it can come out negative), is_weight (mean importance weight min(p_s / q, cap) over the loss tokens the student
   sampled; 1 when rollouts come from the same params at temperature 1), loss_tokens (that token count),
   grad_norm (before clipping), lr (of
-  this step), finite (1.0 if the update was applied).
+  this step), finite (1.0 if the update was applied and the updated student is finite).
   """
   grad_fn = jax.value_and_grad(micro_batch_loss, has_aux=True)
 
@@ -110,13 +113,19 @@ def make_train_step(config: ModelConfig, settings: LossSettings, optimizer: opta
              {name: jnp.zeros((), jnp.float32) for name in METRIC_SUMS})
     (grads, loss, sums), _ = jax.lax.scan(accumulate, zeros, split)
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.student)
-    update_key, ema_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.step))
-    student = update_rounding.apply_updates(state.student, updates, update_key, rounding)
-    teacher = update_rounding.ema_update(state.teacher, student, ema_rate, ema_key, rounding)
-    updated = TrainState(state.step + 1, student, teacher, opt_state)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(student)
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    finite_grads = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+    def update(state: TrainState) -> TrainState:
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.student)
+      update_key, ema_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.step))
+      student = update_rounding.apply_updates(state.student, updates, update_key, rounding)
+      teacher = update_rounding.ema_update(state.teacher, student, ema_rate, ema_key, rounding)
+      return TrainState(state.step + 1, student, teacher, opt_state)
+
+    # A branch, not a select of new and old: a select would read and write the whole state once more after the
+    # update (~25 GB at 0.6B with float32 moments and teacher), since it waits for the params' finiteness check.
+    new_state = jax.lax.cond(finite_grads, update, lambda state: state, state)
+    finite = finite_grads & _all_finite(new_state.student)
     tokens = jnp.maximum(sums["loss_tokens"], 1.0)
     metrics = {"loss": loss, "divergence": sums["divergence"], "calibration_ce": sums["calibration_ce"],
                "entropy": sums["entropy"] / tokens, "kl_estimate": sums["kl_estimate"] / tokens,

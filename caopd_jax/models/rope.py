@@ -74,9 +74,12 @@ def cos_sin(rope: RopeConfig, head_dim: int, positions: jnp.ndarray) -> tuple[jn
 
 
 def apply(x: jnp.ndarray, cos: jnp.ndarray, sin: jnp.ndarray) -> jnp.ndarray:
-  """Rotates x [B, T, heads, Dh] by cos/sin [B, T, Dh]; computed in float32, returned in x.dtype."""
-  half = x.shape[-1] // 2
-  xf = x.astype(jnp.float32)
-  rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
-  out = xf * cos[:, :, None, :] + rotated * sin[:, :, None, :]
-  return out.astype(x.dtype)
+  """Rotates x [B, T, heads, Dh] by cos/sin [B, T, Dh]; computed in float32, returned in x.dtype.
+
+  The rotate-half term [-x2, x1] is a reversed [2, Dh/2] view of x times (-1, 1): an elementwise op that XLA fuses
+  into its neighbours, where a concatenate of the halves starts a fusion of its own (bench/RESULTS.md)."""
+  b, t, heads, dh = x.shape
+  pairs = x.astype(jnp.float32).reshape(b, t, heads, 2, dh // 2)
+  rotated = jnp.flip(pairs, axis=-2) * jnp.array([-1.0, 1.0], jnp.float32)[:, None]
+  halves = lambda table: table.reshape(b, t, 1, 2, dh // 2)  # noqa: E731
+  return (pairs * halves(cos) + rotated * halves(sin)).reshape(x.shape).astype(x.dtype)

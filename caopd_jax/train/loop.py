@@ -269,8 +269,8 @@ def train(config) -> TrainResult:
               last = checkpoints.latest_step()
               kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written yet"
               raise CaopdError(f"step {step + 1}: the loss ({metrics['loss']}), the gradient norm "
-                               f"({metrics['grad_norm']}) or the updated params are not finite, so the update was not "
-                               f"applied; {kept} (in {run_dir}). Try a lower optim.lr")
+                               f"({metrics['grad_norm']}) or the updated params are not finite, so this step is not "
+                               f"saved; {kept} (in {run_dir}). Try a lower optim.lr")
             step += 1
             student_tokens = float(arrays.student_mask[start:start + config.train.batch_size].sum())
             evaluated = _eval_metrics(config, model_config, state.student, tokenizer, held_out, distill.prompts,

@@ -14,6 +14,7 @@ from caopd_jax.models import attention
 
 B, T, H, K, DH = 4, 10, 4, 2, 16
 _FUSED_ATTENTION = jax.nn.dot_product_attention
+CALLS = []   # the stand-in's calls: a test through it must have made one
 LENGTHS = np.array([10, 6, 1, 0])
 
 
@@ -23,11 +24,13 @@ def _nan_past(x, real):
 
 def _kernel_leaving_nan_at_padding(q, k, v, *, query_seq_lengths, **kwargs):
   """jax.nn.dot_product_attention, with NaN at padded positions of its output and of its q/k/v gradients."""
+  CALLS.append(q.shape)
+
   def attend(q, k, v, lengths):
     return _FUSED_ATTENTION(q, k, v, query_seq_lengths=lengths, **kwargs)
 
   def real(lengths):
-    return (jnp.arange(T)[None, :] < lengths[:, None])[:, :, None, None]
+    return (jnp.arange(q.shape[1])[None, :] < lengths[:, None])[:, :, None, None]
 
   @jax.custom_vjp
   def kernel(q, k, v, lengths):
@@ -60,17 +63,28 @@ def _masked_reference(q, k, v):
   return jnp.where(jnp.asarray(real)[:, :, None, None], out, 0.0)
 
 
-def test_nan_left_by_the_kernel_at_padding_reaches_neither_outputs_nor_gradients(monkeypatch):
+def _guarded_and_reference(monkeypatch):
+  """(loss, outputs, q/k/v gradients) of attend_right_padded over the stand-in kernel, and of the masked reference."""
   q, k, v, w = _inputs()
   monkeypatch.setattr(attention.jax.nn, "dot_product_attention", _kernel_leaving_nan_at_padding)
+  CALLS.clear()
 
   def loss(fn, q, k, v):
     out = fn(q, k, v)
     return jnp.sum(jnp.sin(out) * w), out
 
-  guarded = lambda q, k, v: attention.attend_right_padded(q, k, v, jnp.asarray(LENGTHS))
-  (l_ours, out_ours), g_ours = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)(guarded, q, k, v)
-  (l_ref, out_ref), g_ref = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)(_masked_reference, q, k, v)
+  def guarded(q, k, v):
+    return attention.attend_right_padded(q, k, v, jnp.asarray(LENGTHS))
+
+  with jax.default_matmul_precision("highest"):   # two f32 attention forms compared to 1e-5: no TF32 on GPUs
+    (l_ours, out_ours), g_ours = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)(guarded, q, k, v)
+    (l_ref, out_ref), g_ref = jax.value_and_grad(loss, argnums=(1, 2, 3), has_aux=True)(_masked_reference, q, k, v)
+  assert CALLS, "attend_right_padded did not call the stand-in kernel"
+  return (l_ours, out_ours, g_ours), (l_ref, out_ref, g_ref)
+
+
+def test_nan_left_by_the_kernel_at_padding_reaches_neither_outputs_nor_gradients(monkeypatch):
+  (l_ours, out_ours, g_ours), (l_ref, out_ref, g_ref) = _guarded_and_reference(monkeypatch)
   real = np.arange(T)[None, :] < LENGTHS[:, None]
   assert np.all(np.isfinite(np.asarray(out_ours))) and np.all(np.asarray(out_ours)[~real] == 0)
   np.testing.assert_allclose(np.asarray(out_ours), np.asarray(out_ref), atol=1e-5)
@@ -83,8 +97,16 @@ def test_nan_left_by_the_kernel_at_padding_reaches_neither_outputs_nor_gradients
     np.testing.assert_allclose(ours, np.asarray(ref), atol=1e-5, err_msg=name)
 
 
+def test_without_the_gradient_guard_the_kernels_nan_reach_the_gradients(monkeypatch):
+  """The check above can fail: with q/k/v passed through unguarded, the stand-in's NaN gradients come out."""
+  monkeypatch.setattr(attention, "_zero_padded_gradient", lambda x, real: x)
+  (_, out_ours, g_ours), _ = _guarded_and_reference(monkeypatch)
+  assert np.all(np.isfinite(np.asarray(out_ours)))   # the output's own guard still holds
+  assert all(np.isnan(np.asarray(g)).any() for g in g_ours)
+
+
 def test_the_stand_in_kernel_does_leave_nan_without_the_guard():
-  """The check above can fail: the stand-in's NaN reach the outputs and the gradients when nothing guards them."""
+  """The stand-in does leave NaN in its outputs and in its q/k/v gradients: what the two guards must remove."""
   q, k, v, w = _inputs()
   lengths = jnp.asarray(LENGTHS)
   kwargs = dict(is_causal=True, key_value_seq_lengths=lengths, implementation="xla")

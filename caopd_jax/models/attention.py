@@ -36,20 +36,20 @@ def fused_implementation(dtype) -> str:
 
 
 @jax.custom_vjp
-def _zero_gradient_past(x: jnp.ndarray, real: jnp.ndarray) -> jnp.ndarray:
+def _zero_padded_gradient(x: jnp.ndarray, real: jnp.ndarray) -> jnp.ndarray:
   """x [B, T, ...] unchanged; its gradient is zeroed where real [B, T, 1, 1] is False."""
   return x
 
 
-def _zero_gradient_past_fwd(x, real):
+def _zero_padded_gradient_fwd(x, real):
   return x, real
 
 
-def _zero_gradient_past_bwd(real, g):
+def _zero_padded_gradient_bwd(real, g):
   return jnp.where(real, g, jnp.zeros((), g.dtype)), None
 
 
-_zero_gradient_past.defvjp(_zero_gradient_past_fwd, _zero_gradient_past_bwd)
+_zero_padded_gradient.defvjp(_zero_padded_gradient_fwd, _zero_padded_gradient_bwd)
 
 
 def attend_right_padded(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, lengths: jnp.ndarray) -> jnp.ndarray:
@@ -58,12 +58,13 @@ def attend_right_padded(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, lengths:
   q [B, T, H, Dh]; k, v [B, T, K, Dh] (not the cache layout); lengths int [B] -> [B, T, H, Dh].
   Outputs at or past a row's length are 0, and so are the gradients flowing back to q, k, v there: a guard,
   so that nothing the fused kernel writes at padded positions (its outputs, or its q/k/v gradients in the
-  backward) can reach a gradient. The inputs themselves pass unchanged (no select in the forward): the
-  kernel never reads them past the row's length, and they are finite where the hidden states are.
+  backward) can reach a gradient. The inputs themselves pass unchanged (no select in the forward): padded
+  q/k/v reach real outputs only through weights that are exactly 0 (the XLA form) or masked tiles (cuDNN), so
+  they must be finite there, as the weight gradients (sums over every position) already require.
   """
   lengths = lengths.astype(jnp.int32)
   real = (jnp.arange(q.shape[1])[None, :] < lengths[:, None])[:, :, None, None]
-  q, k, v = (_zero_gradient_past(x, real) for x in (q, k, v))
+  q, k, v = (_zero_padded_gradient(x, real) for x in (q, k, v))
   out = jax.nn.dot_product_attention(q, k, v, is_causal=True, query_seq_lengths=lengths,
                                      key_value_seq_lengths=lengths, implementation=fused_implementation(q.dtype))
   return jnp.where(real, out, jnp.zeros((), out.dtype))

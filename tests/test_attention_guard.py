@@ -16,6 +16,7 @@ B, T, H, K, DH = 4, 10, 4, 2, 16
 _FUSED_ATTENTION = jax.nn.dot_product_attention
 CALLS = []   # the stand-in's calls: a test through it must have made one
 LENGTHS = np.array([10, 6, 1, 0])
+REAL = np.arange(T)[None, :] < LENGTHS[:, None]   # [B, T]: the positions before each row's length
 
 
 def _nan_past(x, real):
@@ -57,10 +58,9 @@ def _inputs():
 
 
 def _masked_reference(q, k, v):
-  real = np.arange(T)[None, :] < LENGTHS[:, None]
-  mask = np.tril(np.ones((T, T), bool))[None] & real[:, None, :] & real[:, :, None]
+  mask = np.tril(np.ones((T, T), bool))[None] & REAL[:, None, :] & REAL[:, :, None]
   out = attention.attend(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2), jnp.asarray(mask))
-  return jnp.where(jnp.asarray(real)[:, :, None, None], out, 0.0)
+  return jnp.where(jnp.asarray(REAL)[:, :, None, None], out, 0.0)
 
 
 def _guarded_and_reference(monkeypatch):
@@ -85,15 +85,14 @@ def _guarded_and_reference(monkeypatch):
 
 def test_nan_left_by_the_kernel_at_padding_reaches_neither_outputs_nor_gradients(monkeypatch):
   (l_ours, out_ours, g_ours), (l_ref, out_ref, g_ref) = _guarded_and_reference(monkeypatch)
-  real = np.arange(T)[None, :] < LENGTHS[:, None]
-  assert np.all(np.isfinite(np.asarray(out_ours))) and np.all(np.asarray(out_ours)[~real] == 0)
+  assert np.all(np.isfinite(np.asarray(out_ours))) and np.all(np.asarray(out_ours)[~REAL] == 0)
   np.testing.assert_allclose(np.asarray(out_ours), np.asarray(out_ref), atol=1e-5)
   np.testing.assert_allclose(float(l_ours), float(l_ref), rtol=1e-5)
   for name, ours, ref in zip("qkv", g_ours, g_ref):
     ours = np.asarray(ours)
     assert np.all(np.isfinite(ours)), name
-    assert np.all(ours[~real] == 0), name
-    assert np.abs(ours[real]).max() > 0, name
+    assert np.all(ours[~REAL] == 0), name
+    assert np.abs(ours[REAL]).max() > 0, name
     np.testing.assert_allclose(ours, np.asarray(ref), atol=1e-5, err_msg=name)
 
 

@@ -79,6 +79,25 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
   assert result.returncode == 2 and "--top_p must be in (0, 1]" in result.stderr
 
 
+def test_the_error_stays_the_last_line_when_shutdown_would_warn(tmp_path):
+  """An Orbax save that fails midway can leave coroutines never awaited; their RuntimeWarning, printed while the
+  interpreter shuts down, once came after the error line (a CI run of test_run_faults). A command that leaves one
+  behind ends on its error all the same."""
+  script = tmp_path / "command.py"
+  script.write_text(
+      "from caopd_jax.cli import run_main\n"
+      "from caopd_jax.errors import CaopdError\n"
+      "async def save(): pass\n"
+      "def main(argv):\n"
+      "  global LEFT\n"
+      "  LEFT = save()   # never awaited, freed at shutdown\n"
+      "  raise CaopdError('could not write the checkpoint')\n"
+      "run_main(main)\n")
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1] == "error: could not write the checkpoint", result.stderr
+
+
 def test_convert_to_gguf_without_tokenizer_warns(tmp_path):
   model = hf_reference.build("qwen2")
   model.save_pretrained(tmp_path / "hf")

@@ -37,8 +37,8 @@ from trace_summary import summarize, table
 # step timed here is the step a run of the same shape takes
 BENCH_FIELDS = ("mesh", "model.dtype", "model.teacher_dtype", "optim.mu_dtype", "train.update_rounding",
                 "distill.token_stats", "distill.divergence", "distill.skip_first_tokens",
-                "distill.max_completion_tokens", "train.remat", "train.steps", "train.batch_size",
-                "train.micro_batch_size", "rollout.prompts_per_step", "rollout.num_samples")
+                "distill.max_completion_tokens", "train.remat", "train.unroll_layers", "train.steps",
+                "train.batch_size", "train.micro_batch_size", "rollout.prompts_per_step", "rollout.num_samples")
 
 
 def bench_config(args):
@@ -50,6 +50,7 @@ def bench_config(args):
   c.optim.mu_dtype, c.train.update_rounding = args.mu_dtype, args.rounding
   c.distill.token_stats, c.distill.divergence, c.distill.skip_first_tokens = args.token_stats, args.divergence, 0
   c.distill.max_completion_tokens, c.train.remat, c.train.steps = args.completion, args.remat, 1000
+  c.train.unroll_layers = args.unroll_layers
   c.train.batch_size, c.train.micro_batch_size = args.batch, args.batch // args.micro_batches
   c.rollout.prompts_per_step, c.rollout.num_samples = args.batch, 1
   return c
@@ -85,6 +86,7 @@ def main():
   p.add_argument("--mu_dtype", default=defaults.optim.mu_dtype, choices=DTYPES, help="as config optim.mu_dtype")
   p.add_argument("--rounding", default=defaults.train.update_rounding, choices=ROUNDING,
                  help="as config train.update_rounding")
+  p.add_argument("--unroll_layers", action="store_true", help="as config train.unroll_layers (else a layer scan)")
   p.add_argument("--prompt", type=int, default=512)
   p.add_argument("--teacher_prompt", type=int, default=768)
   p.add_argument("--completion", type=int, default=512)
@@ -121,9 +123,10 @@ def main():
   teacher_tokens = args.batch * (args.teacher_prompt + args.completion)
   devices = layout.mesh.devices.size
   peak = max((d.memory_stats() or {}).get("peak_bytes_in_use", 0) for d in layout.mesh.devices.flat)
-  out = {"model": args.model, "vocab_size": config.vocab_size, "mesh": args.mesh, "devices": devices, "token_stats": args.token_stats,
-         "divergence": args.divergence, "remat": args.remat, "teacher_dtype": args.teacher_dtype,
-         "mu_dtype": args.mu_dtype, "rounding": args.rounding,
+  out = {"model": args.model, "vocab_size": config.vocab_size, "mesh": args.mesh, "devices": devices,
+         "token_stats": args.token_stats, "divergence": args.divergence, "remat": args.remat,
+         "unroll_layers": args.unroll_layers, "teacher_dtype": args.teacher_dtype, "mu_dtype": args.mu_dtype,
+         "rounding": args.rounding,
          "batch": args.batch, "micro_batches": args.micro_batches, "prompt": args.prompt,
          "teacher_prompt": args.teacher_prompt, "completion": args.completion, "step_s": round(step_s, 4),
          "first_step_s": round(compile_s, 1), "student_tokens_per_s": round(student_tokens / step_s),

@@ -120,3 +120,19 @@ def test_the_seed_interval_of_a_metric_near_zero_stops_at_zero():
   run = pareto.run_point(points)
   half = intervals.over_seeds([0.0, 0.0, 0.06])[1]    # 4.303 * 0.0346 / sqrt(3) = 0.086 > the mean 0.02
   assert half > 0.02 and run["error"]["accuracy"] == (pytest.approx(0.02), pytest.approx(half))
+
+
+def test_compare_names_the_runs_that_mostly_state_no_confidence(tmp_path, capsys):
+  """A run whose completions lost the `Confidence:` line (the demo's EMA-teacher runs on one machine: format 0.000)
+  gets a note under the table: its missing confidences count as 0 in its calibration metrics."""
+  from caopd_jax.eval import compare
+  folders = []
+  for name, stated in (("kept", [0.9, 0.8, 0.9, 0.7, 0.9, 0.8, 0.9, 0.9, 0.9, 0.9]),
+                       ("lost", [None] * 9 + [0.9])):
+    records = _records([1] * 10, stated)
+    write_report(str(tmp_path / name), name, records, summarise(records, get_protocol("paper")))
+    folders.append(str(tmp_path / name))
+  assert compare.main([*folders, "--output", str(tmp_path / "c.png")]) == 0
+  notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+  assert notes == ["note: lost states no confidence in 90% of its completions (format 0.100); they count as "
+                   "confidence 0 in its ECE, Brier, overconfidence gap and mean confidence"]

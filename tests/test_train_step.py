@@ -417,6 +417,26 @@ def test_a_frozen_teacher_stays_as_it_started():
                                                              jax.tree.leaves(to_numpy(params))))
 
 
+@pytest.mark.parametrize("name, remat", [("qwen3", "none"), ("olmo3", "dots")])
+def test_unrolled_layers_take_the_scanned_step(pairs, name, remat):
+  """train.unroll_layers drives the same layers one after another on static weight slices instead of a lax.scan:
+  two micro-batches' step (student with and teacher without gradient) gives the scanned step's metrics and state.
+  olmo3 alternates sliding-window and full layers (the mask path); qwen3 takes the right-padded fused path."""
+  pair = pairs(name)
+  batch = make_batch(pair.config.vocab_size, **LARGE_BATCH)
+  schedule = learning_rate_schedule(PEAK_LR, TOTAL_STEPS, warmup_fraction=0.0)
+  results = []
+  for unroll in (False, True):
+    settings = STEP_SETTINGS._replace(remat=remat, unroll_layers=unroll)
+    step = make_train_step(pair.config, settings, optimizer(), schedule, EMA_RATE, 2)
+    results.append(to_numpy(step(initial_state(pair), to_device(batch))))
+  (state, metrics), (unrolled_state, unrolled_metrics) = results
+  assert metrics["finite"] == 1 and metrics["loss"] != 0
+  for key, value in metrics.items():
+    np.testing.assert_allclose(unrolled_metrics[key], value, rtol=1e-5, atol=LOSS_ATOL, err_msg=key)
+  assert_trees_close(unrolled_state, state, 1e-5)
+
+
 def test_non_finite_step_leaves_the_state_unchanged(pairs):
   pair = pairs("llama")
   batch = make_batch(pair.config.vocab_size, **LARGE_BATCH)

@@ -57,6 +57,7 @@ class LossSettings(NamedTuple):
   token_stats: str = "xla_chunked"
   vocab_chunk: int = 4096
   remat: str = "none"
+  unroll_layers: bool = False   # the layers one after another, not a lax.scan (train.unroll_layers)
   is_cap: float = 2.0           # sampled_token: importance-weight truncation (TIS); 0 = none
   sampler_tail: bool = False    # sampled_token: the rollouts' sampler cut the support (top-k, top-p or greedy)
   platform: str = ""            # the devices' platform (cpu, gpu, tpu; "" = JAX's backend): picks the kernels
@@ -78,5 +79,6 @@ def from_config(config) -> tuple[DistillSettings, LossSettings]:
   loss = LossSettings(divergence=d.divergence, alpha=d.alpha, skip_first=d.skip_first_tokens,
                       calibration_weight=d.calibration_weight, temperature=d.temperature,
                       token_stats=d.token_stats, vocab_chunk=d.vocab_chunk, remat=config.train.remat,
-                      is_cap=d.is_cap, sampler_tail=sampler_cuts_support(config.rollout))
+                      unroll_layers=config.train.unroll_layers, is_cap=d.is_cap,
+                      sampler_tail=sampler_cuts_support(config.rollout))
   return distill, loss

@@ -39,14 +39,27 @@ def read_metrics(folder: str) -> dict:
     return json.load(f)
 
 
+def format_failures(results: dict[str, dict], least: float = 0.9) -> list[str]:
+  """One line per name whose share of completions stating a confidence is below `least`: its calibration metrics
+  count each missing confidence as 0 (metrics.summary)."""
+  lines = []
+  for name, summary in results.items():
+    share = summary.get("confidence_format_adherence")
+    if share is not None and share < least:
+      lines.append(f"note: {name} states no confidence in {1 - share:.0%} of its completions (format {share:.3f}); "
+                   "they count as confidence 0 in its ECE, Brier, overconfidence gap and mean confidence")
+  return lines
+
+
 def metrics_table(results: dict[str, dict]) -> str:
-  """A Markdown table: one row per name, the COLUMNS of each metrics summary and the protocol that scored it."""
+  """A Markdown table: one row per name, the COLUMNS of each metrics summary and the protocol that scored it;
+  under it, after a blank line each, the `format_failures` notes."""
   lines = ["| model | " + " | ".join(label for label, _ in COLUMNS) + " | protocol |",
            "|---" * (len(COLUMNS) + 2) + "|"]
   for name, summary in results.items():
     cells = ["n/a" if summary.get(key) is None else f"{summary[key]:.3f}" for _, key in COLUMNS]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {summary.get('protocol', 'n/a')} |")
-  return "\n".join(lines)
+  return "\n\n".join(["\n".join(lines), *format_failures(results)])
 
 
 def seeds_table(groups: dict[str, list[dict]]) -> str:

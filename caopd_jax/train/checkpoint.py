@@ -31,10 +31,11 @@ from caopd_jax.weights.orbax_checkpoint import write_model_config
 # Fields a resumed run may change: none changes the math of a step. How long, how often to save, how to log and
 # evaluate; where the run folder and the data root are (a run folder may be moved, copied or named by a relative
 # path); the mesh and its sharding rules (checkpoints restore onto any mesh); the prompt-width rungs (padding); the
-# memory settings (recomputation, and micro-batches: the same sums, accumulated in another grouping).
+# memory settings (recomputation, and micro-batches: the same sums, accumulated in another grouping); how the
+# layers are driven (a scan or unrolled: the same layers).
 RESUMABLE_CHANGES = ("train.steps", "checkpoint.", "log.", "eval.", "train.output_dir", "train.allow_other_files",
                      "data.data_dir", "mesh", "sharding.", "train.prompt_buckets", "train.remat",
-                     "train.micro_batch_size", "target")
+                     "train.unroll_layers", "train.micro_batch_size", "target")
 
 
 def check_output_dir(path: str, allow_other_files: bool = False) -> None:

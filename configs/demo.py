@@ -1,7 +1,7 @@
 """The CPU demo (`bash launch/demo.sh`, or `python -m caopd_jax.demo --config=configs/demo.py`).
 
 Builds a small character-level base model on the arithmetic task, then trains plain OPD and CaOPD
-from it with the same budget (400 steps each), and evaluates all three on held-out problems. About 10 minutes on
+from it with the same budget (400 steps each), and evaluates all three on held-out problems. 10-13 minutes on
 2 CPU cores (README, "The demo's result"); `--config.demo.fast=True` runs every stage with a tiny budget to check
 the plumbing (what the tests run; its metrics mean nothing).
 The training fields are the trainer's (caopd_jax/train/config.py); `demo.*` are the demo's own.

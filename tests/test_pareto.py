@@ -135,4 +135,4 @@ def test_compare_names_the_runs_that_mostly_state_no_confidence(tmp_path, capsys
   assert compare.main([*folders, "--output", str(tmp_path / "c.png")]) == 0
   notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
   assert notes == ["note: lost states no confidence in 90% of its completions (format 0.100); they count as "
-                   "confidence 0 in its ECE, Brier, overconfidence gap and mean confidence"]
+                   "confidence 0 in all its confidence metrics"]

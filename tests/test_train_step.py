@@ -418,18 +418,31 @@ def test_a_frozen_teacher_stays_as_it_started():
 
 
 @pytest.mark.parametrize("name, remat", [("qwen3", "none"), ("olmo3", "dots")])
-def test_unrolled_layers_take_the_scanned_step(pairs, name, remat):
+def test_unrolled_layers_take_the_scanned_step(pairs, name, remat, monkeypatch):
   """train.unroll_layers drives the same layers one after another on static weight slices instead of a lax.scan:
   two micro-batches' step (student with and teacher without gradient) gives the scanned step's metrics and state.
   olmo3 alternates sliding-window and full layers (the mask path); qwen3 takes the right-padded fused path."""
   pair = pairs(name)
   batch = make_batch(pair.config.vocab_size, **LARGE_BATCH)
   schedule = learning_rate_schedule(PEAK_LR, TOTAL_STEPS, warmup_fraction=0.0)
+  drivers = {"scan": 0, "unrolled": 0}      # traced calls of each layer driver: each run takes its own
+
+  def counted(driver, original):
+    def call(*args, **kwargs):
+      drivers[driver] += 1
+      return original(*args, **kwargs)
+    return call
+
+  for driver, method in (("scan", "_scan_layers"), ("unrolled", "_unrolled_layers")):
+    monkeypatch.setattr(models.Transformer, method, counted(driver, getattr(models.Transformer, method)))
   results = []
   for unroll in (False, True):
     settings = STEP_SETTINGS._replace(remat=remat, unroll_layers=unroll)
     step = make_train_step(pair.config, settings, optimizer(), schedule, EMA_RATE, 2)
+    before = dict(drivers)
     results.append(to_numpy(step(initial_state(pair), to_device(batch))))
+    used = {driver for driver in drivers if drivers[driver] > before[driver]}
+    assert used == {"unrolled" if unroll else "scan"}, (unroll, drivers)
   (state, metrics), (unrolled_state, unrolled_metrics) = results
   assert metrics["finite"] == 1 and metrics["loss"] != 0
   for key, value in metrics.items():

@@ -27,6 +27,7 @@ def get_config():
   c.rollout.prompts_per_step, c.rollout.num_samples = 2, 4
   c.train.steps, c.train.batch_size, c.train.micro_batch_size = 8, 4, 2
   c.distill.max_completion_tokens = 24
+  c.distill.teacher_ema = 0.01     # the trainer's moving teacher (the demo's is frozen): resumes must restore it
   c.optim.lr = 1e-2
   c.checkpoint.every, c.checkpoint.keep = 2, 3
   c.eval.every, c.eval.limit = 4, 4

@@ -1,5 +1,7 @@
-"""Experiment: run a bench script with the training forward's layers unrolled (static weight slices) instead of
-the layer scan.   python .devcarry/unroll.py bench/train_step.py ARGS"""
+"""Experiment (2026-12-04, bench/RESULTS.md): run a bench script with the training forward's layers unrolled (static
+weight slices) instead of the layer scan, patched in before the product had `train.unroll_layers`.
+
+    python bench/h200_2026-12-04_unroll/unroll_experiment.py bench/train_step.py ARGS"""
 import runpy
 import sys
 

@@ -69,7 +69,7 @@ def normalizers(batch: LossBatch, settings: LossSettings) -> jax.Array:
   return jnp.maximum(counts, 1.0)
 
 
-def _completion_hidden(config: ModelConfig, params, tokens, mask, completion_length: int, unroll: bool,
+def _completion_hidden(config: ModelConfig, params, tokens, mask, completion_length: int, *, unroll: bool = False,
                        remat: str = "none"):
   """Hidden states [B, C, D] at the columns that predict the C completion tokens."""
   prompt_width = tokens.shape[1] - completion_length
@@ -93,10 +93,10 @@ def micro_batch_loss(student, teacher, batch: LossBatch, norm: jax.Array, config
   their totals by the caller.
   """
   c = batch.completion.shape[1]
-  h_s = _completion_hidden(config, student, batch.student_tokens, batch.student_mask, c, settings.unroll_layers,
-                           settings.remat)
+  h_s = _completion_hidden(config, student, batch.student_tokens, batch.student_mask, c,
+                           unroll=settings.unroll_layers, remat=settings.remat)
   h_t = jax.lax.stop_gradient(_completion_hidden(config, teacher, batch.teacher_tokens, batch.teacher_mask, c,
-                                                 settings.unroll_layers))
+                                                 unroll=settings.unroll_layers))
   w_s = transformer.unembedding(config, student)
   w_t = jax.lax.stop_gradient(transformer.unembedding(config, teacher))
   d = h_s.shape[-1]

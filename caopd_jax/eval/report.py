@@ -47,7 +47,7 @@ def format_failures(results: dict[str, dict], least: float = 0.9) -> list[str]:
     share = summary.get("confidence_format_adherence")
     if share is not None and share < least:
       lines.append(f"note: {name} states no confidence in {1 - share:.0%} of its completions (format {share:.3f}); "
-                   "they count as confidence 0 in its ECE, Brier, overconfidence gap and mean confidence")
+                   "they count as confidence 0 in all its confidence metrics")
   return lines
 
 

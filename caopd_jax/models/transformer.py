@@ -10,7 +10,7 @@ saved, sharded, donated and differentiated like any pytree:
 
 Layers are stacked (every layer weight has a leading `layers` dim) and the
 training forward runs them with `jax.lax.scan`, so compile time does not grow
-with depth. So does the sampler's prefill (`prefill_with_cache`); its decode step (`forward_with_cache`) unrolls
+with depth (unless `unroll`: `hidden_states`, config `train.unroll_layers`). So does the sampler's prefill (`prefill_with_cache`); its decode step (`forward_with_cache`) unrolls
 them, so that each layer updates its own cache buffer in place.
 """
 
@@ -130,7 +130,6 @@ class Transformer(nnx.Module):
     if remat != "none":
       body = jax.checkpoint(body, policy=REMAT_POLICIES[remat])
     return jax.lax.scan(body, x, (layer_weights, jnp.asarray(np.array(c.is_sliding))))
-
 
   def _unrolled_layers(self, x, full_cs, sliding_cs, masks: dict, remat: str):
     """x [B, T, D] through every layer in turn, each on its static slice of the stacked weights -> x [B, T, D].

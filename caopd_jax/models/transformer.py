@@ -10,8 +10,9 @@ saved, sharded, donated and differentiated like any pytree:
 
 Layers are stacked (every layer weight has a leading `layers` dim) and the
 training forward runs them with `jax.lax.scan`, so compile time does not grow
-with depth (unless `unroll`: `hidden_states`, config `train.unroll_layers`). So does the sampler's prefill (`prefill_with_cache`); its decode step (`forward_with_cache`) unrolls
-them, so that each layer updates its own cache buffer in place.
+with depth (unless `unroll`: `hidden_states`, config `train.unroll_layers`). So does the sampler's prefill
+(`prefill_with_cache`); its decode step (`forward_with_cache`) unrolls them, so that each layer updates its own
+cache buffer in place.
 """
 
 import functools

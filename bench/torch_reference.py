@@ -34,9 +34,12 @@ EOS = 1   # a token id that random prompts never contain (they are drawn from 2.
 
 
 def build(name, vocab_size):
+    """A random-weight model in bf16 on the GPU, initialised there (an 8B model's init on the CPU takes minutes)."""
     cfg = Qwen3Config(vocab_size=vocab_size, max_position_embeddings=8192, eos_token_id=EOS, **SHAPES[name])
     cfg._attn_implementation = "sdpa"
-    return AutoModelForCausalLM.from_config(cfg).to(device="cuda", dtype=torch.bfloat16)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return model.to(dtype=torch.bfloat16)
 
 
 def step(student, teacher, opt, micro_batches, completion):
@@ -148,10 +151,14 @@ def iterations(a, out):
 
 
 def models(a):
-    torch.cuda.reset_peak_memory_stats()
-    student, teacher = build(a.model, a.vocab_size), build(a.model, a.vocab_size)
+    """Student, teacher (the student's copy) and fused AdamW; peak memory counts from here (the float32 init apart)."""
+    student = build(a.model, a.vocab_size)
+    torch.cuda.empty_cache()
+    teacher = build(a.model, a.vocab_size)
     teacher.load_state_dict(student.state_dict())
     teacher.requires_grad_(False).eval()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
     return student, teacher, torch.optim.AdamW(student.parameters(), lr=1e-5, fused=True)
 
 

@@ -1,7 +1,7 @@
 """Run by tests/test_sharding.py in a subprocess with 8 CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8).
 
-One training step, the loss gradient, greedy rollouts and a checkpoint round trip on meshes
-(data, fsdp, tensor) = (8,1,1), (2,4,1), (1,4,2), (2,2,2) against the one-device run (`--mesh=1`).
+One training step (layers scanned, and unrolled on two meshes), the loss gradient, greedy rollouts and a checkpoint
+round trip on meshes (data, fsdp, tensor) = (8,1,1), (2,4,1), (1,4,2), (2,2,2) against the one-device run (`--mesh=1`).
 """
 
 import functools
@@ -131,6 +131,22 @@ def test_params_and_optimizer_state_are_really_sharded(mesh_text):
   if mesh.shape["tensor"] > 1:
     assert state.student["lm_head"].addressable_shards[0].data.shape == (64 // mesh.shape["fsdp"],
                                                                        256 // mesh.shape["tensor"])
+
+
+@pytest.mark.parametrize("mesh_text", ["data:2,fsdp:4", "data:2,fsdp:2,tensor:2"])
+def test_unrolled_layers_on_a_mesh_take_the_one_device_scanned_step(single, mesh_text, monkeypatch):
+  """train.unroll_layers with the weights split over fsdp (and tensor): static slices of sharded stacked weights
+  give the one-device layer scan's loss, gradients, metrics and updated state."""
+  unrolled, traced = models.Transformer._unrolled_layers, []
+  monkeypatch.setattr(models.Transformer, "_unrolled_layers", lambda *a: traced.append(1) or unrolled(*a))
+  loss, grads, metrics, state = _run.__wrapped__(mesh_text, SETTINGS._replace(unroll_layers=True))
+  assert traced                                   # the unrolled driver ran (the scan otherwise)
+  np.testing.assert_allclose(float(loss), float(single[0]), rtol=1e-5)
+  _close(grads, single[1])
+  for key in ("loss", "grad_norm", "divergence", "calibration_ce", "entropy"):
+    np.testing.assert_allclose(float(metrics[key]), float(single[2][key]), rtol=2e-5, err_msg=key)
+  _close(state.opt_state, single[3].opt_state)
+  _close(state.teacher, single[3].teacher, 1e-4)
 
 
 def test_pallas_loss_head_under_shard_map_equals_one_device():

@@ -136,8 +136,8 @@ class Transformer(nnx.Module):
     """x [B, T, D] through every layer in turn, each on its static slice of the stacked weights -> x [B, T, D].
 
     The same layers as `_scan_layers` without a cache. XLA reads each layer's weights in place, where the scan
-    copies every layer's slice out of the stack (and writes its gradients into one): the Qwen3-0.6B step is ~4%
-    faster on an H200, at about 3.5x its compile time (bench/RESULTS.md)."""
+    copies every layer's slice out of the stack (and writes its gradients into one): the Qwen3-0.6B step is 3-5%
+    faster on an H200 (the 1.7B one is not), at 3-4x its compile time (bench/RESULTS.md)."""
     c = self.config
     layer_def, layer_weights = nnx.split(self.layers)
 

@@ -124,7 +124,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.remat = "auto"            # (see above)
   # the training forward runs the layers one after another on static slices of the stacked weights instead of a
   # lax.scan: no per-layer weight copies (one H200: Qwen3-0.6B's step 3-4% faster, peak memory 2% more; Qwen3-1.7B's
-  # no faster) for ~3x the compile time; under FSDP more memory (v5e:2x2 compile: temporaries +46%, bench/RESULTS.md)
+  # no faster, 6% more) for 3-4x the compile time; under FSDP more memory (v5e:2x2: temporaries +46%, bench/RESULTS.md)
   c.train.unroll_layers = False     # (see above)
   # bfloat16 params / teacher (model.dtype, model.teacher_dtype): "stochastic" rounds each update so that steps
   # below half a bf16 spacing (lr 2e-5 on a 0.02 weight) add up as in float32 (distill/rounding.py) | "nearest"

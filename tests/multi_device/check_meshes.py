@@ -98,22 +98,22 @@ def _close(a, b, tol=2e-5):
 
 @pytest.mark.parametrize("mesh_text", MESHES)
 def test_step_loss_gradients_and_params_equal_one_device(single, mesh_text):
-  loss, grads, metrics, state = _run(mesh_text)
+  _assert_step_equals(_run(mesh_text), single)
+
+
+def _assert_step_equals(run, single):
+  """A run's (loss, grads, metrics, updated state) equal the one-device run's. AdamW's first update is
+  lr * g / (|g| + eps), about lr * sign(g): where g is at rounding-noise level (|g| < 1e-3 max |g| of its tensor)
+  the sign is noise, so the student's updates are compared where g is not."""
+  loss, grads, metrics, state = run
   np.testing.assert_allclose(float(loss), float(single[0]), rtol=1e-5)
   _close(grads, single[1])
   for key in ("loss", "grad_norm", "divergence", "calibration_ce", "entropy"):
     np.testing.assert_allclose(float(metrics[key]), float(single[2][key]), rtol=2e-5, err_msg=key)
   _close(state.opt_state, single[3].opt_state)
-  _assert_student_moved_as(state.student, single)
   _close(state.teacher, single[3].teacher, 1e-4)
-
-
-def _assert_student_moved_as(student, single):
-  """The updated student moved as the one-device run's did. AdamW's first update is lr * g / (|g| + eps), about
-  lr * sign(g): where g is at rounding-noise level (|g| < 1e-3 max |g| of its tensor) the sign is noise, so the
-  updates are compared where g is not."""
   start = models.init(CONFIG, jax.random.key(1))
-  for new, ref, old, g in zip(jax.tree.leaves(student), jax.tree.leaves(single[3].student),
+  for new, ref, old, g in zip(jax.tree.leaves(state.student), jax.tree.leaves(single[3].student),
                               jax.tree.leaves(start), jax.tree.leaves(single[1])):
     moved, moved_ref, g = np.asarray(new) - np.asarray(old), np.asarray(ref) - np.asarray(old), np.abs(np.asarray(g))
     signal = g > 1e-3 * g.max()
@@ -144,15 +144,9 @@ def test_unrolled_layers_on_a_mesh_take_the_one_device_scanned_step(single, mesh
   give the one-device layer scan's loss, gradients, metrics and updated state."""
   unrolled, traced = models.Transformer._unrolled_layers, []
   monkeypatch.setattr(models.Transformer, "_unrolled_layers", lambda *a: traced.append(1) or unrolled(*a))
-  loss, grads, metrics, state = _run.__wrapped__(mesh_text, SETTINGS._replace(unroll_layers=True))
+  run = _run.__wrapped__(mesh_text, SETTINGS._replace(unroll_layers=True))
   assert len(traced) >= 4       # the unrolled driver ran for student and teacher, in the gradient and in the step
-  np.testing.assert_allclose(float(loss), float(single[0]), rtol=1e-5)
-  _close(grads, single[1])
-  for key in ("loss", "grad_norm", "divergence", "calibration_ce", "entropy"):
-    np.testing.assert_allclose(float(metrics[key]), float(single[2][key]), rtol=2e-5, err_msg=key)
-  _close(state.opt_state, single[3].opt_state)
-  _assert_student_moved_as(state.student, single)
-  _close(state.teacher, single[3].teacher, 1e-4)
+  _assert_step_equals(run, single)
 
 
 def test_pallas_loss_head_under_shard_map_equals_one_device():
